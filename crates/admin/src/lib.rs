@@ -1,0 +1,1 @@
+//! sluice-admin (to be written).

@@ -1,0 +1,1 @@
+//! failover (to be written).

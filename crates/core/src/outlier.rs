@@ -1,0 +1,1 @@
+//! outlier (to be written).

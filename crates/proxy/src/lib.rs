@@ -1,0 +1,1 @@
+//! sluice-proxy (to be written).

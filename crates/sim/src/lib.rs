@@ -1,0 +1,1 @@
+//! sluice-sim (to be written).

@@ -1,0 +1,2 @@
+//! The `sluice` binary (to be written).
+fn main() {}
