@@ -7,7 +7,10 @@
 //! jumps from event to event; the core is driven through exactly the API the proxy's
 //! driver uses. See `docs/testing.md` for how to run it and read its output.
 
+pub mod check;
 pub mod faults;
+pub mod log;
 pub mod queue;
 pub mod rng;
+pub mod settings;
 pub mod world;
