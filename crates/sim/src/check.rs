@@ -27,8 +27,10 @@
 //!    (available share × overprovisioning ≥ 1), it carries all traffic, unless it was
 //!    short of capacity less than `failback_hold_down_max + failback_ramp` ago (the
 //!    failback window) or a failback was aborted within that window. Panic is exempt.
-//! 11. `failback_after_hold_down`: a failback never starts before tier 0 has had enough
-//!    capacity for `failback_hold_down`.
+//! 11. `failback_after_hold_down`: a failback never starts before every tier it gives
+//!    more traffic to has gone `failback_hold_down` without a drop in its available
+//!    share (the controller's hold-down restarts on any drop in a recovering tier; a
+//!    failover is such a drop).
 //! 12. `switches_per_window`: at most one failback start per `failback_hold_down`
 //!    (region switches are damped).
 
@@ -93,6 +95,22 @@ fn record_split(shares: &[TierShare]) -> Vec<(u8, u32)> {
     split_of_tiers(shares.iter().map(|t| (t.tier, t.share_ppm)))
 }
 
+/// Available weight over weight of one tier's addresses in the snapshot.
+fn tier_available_share(snapshot: &UpstreamSnapshot, tier: u8) -> f64 {
+    let (available, total) = snapshot.addresses.iter().filter(|a| a.tier == tier).fold(
+        (0u64, 0u64),
+        |(available, total), a| {
+            let weight = u64::from(a.weight);
+            let available_weight = if a.is_available() { weight } else { 0 };
+            (available + available_weight, total + weight)
+        },
+    );
+    if total == 0 {
+        return 0.0;
+    }
+    available as f64 / total as f64
+}
+
 /// Renders a split as `t0=66.7% t1=33.3%` for logs.
 pub fn render_split(split: &[(u8, u32)]) -> String {
     if split.is_empty() {
@@ -118,6 +136,12 @@ pub struct Checker {
     /// Since when tier 0 has had enough capacity without interruption.
     tier0_enough_since: Option<Instant>,
     last_failback_start: Option<Instant>,
+    /// Per tier: the last instant its available share (available weight over weight
+    /// in the snapshot) decreased.
+    tier_last_drop: Vec<(u8, Instant)>,
+    /// A reload changes weights, which moves shares without any address failing; the
+    /// next publish after one does not count as a drop.
+    reload_pending: bool,
     request_times: VecDeque<Instant>,
     retry_times: VecDeque<Instant>,
     violations: Vec<Violation>,
@@ -142,6 +166,8 @@ impl Checker {
             tier0_short_at: None,
             tier0_enough_since: None,
             last_failback_start: None,
+            tier_last_drop: Vec::new(),
+            reload_pending: false,
             request_times: VecDeque::new(),
             retry_times: VecDeque::new(),
             violations: Vec::new(),
@@ -153,6 +179,7 @@ impl Checker {
     pub fn set_topology(&mut self, policy: CheckPolicy, tier0_expected: Vec<(SocketAddr, u32)>) {
         self.policy = policy;
         self.tier0_expected = tier0_expected;
+        self.reload_pending = true;
     }
 
     pub fn violations(&self) -> &[Violation] {
@@ -195,6 +222,7 @@ impl Checker {
                 Action::Publish(snapshot) => {
                     let previous = self.last.as_ref().map(|s| snapshot_split(s));
                     self.check_snapshot(now, snapshot);
+                    self.observe_drops(now, snapshot);
                     let split = snapshot_split(snapshot);
                     if let Some(previous) = previous
                         && previous != split
@@ -331,13 +359,31 @@ impl Checker {
         match record.kind {
             DecisionKind::FailbackStart => {
                 let hold_down = self.policy.failback_hold_down;
-                if let Some(short) = self.tier0_short_at
-                    && now.saturating_duration_since(short) < hold_down
-                {
+                let before = record_split(&record.before);
+                let share_of = |split: &[(u8, u32)], tier: u8| {
+                    split
+                        .iter()
+                        .find(|(t, _)| *t == tier)
+                        .map_or(0, |(_, p)| *p)
+                };
+                let gaining: Vec<u8> = record_split(&record.after)
+                    .iter()
+                    .filter(|(tier, ppm)| *ppm > share_of(&before, *tier))
+                    .map(|(tier, _)| *tier)
+                    .collect();
+                let early: Vec<(u8, Instant)> = self
+                    .tier_last_drop
+                    .iter()
+                    .filter(|(tier, drop)| {
+                        gaining.contains(tier) && now.saturating_duration_since(*drop) < hold_down
+                    })
+                    .copied()
+                    .collect();
+                for (tier, drop) in early {
                     let detail = format!(
-                        "failback started {} ms after tier 0 was last short of capacity, \
-                         hold-down is {} ms",
-                        now.saturating_duration_since(short).as_millis(),
+                        "failback to tier {tier} started {} ms after its available share last \
+                         dropped, hold-down is {} ms",
+                        now.saturating_duration_since(drop).as_millis(),
                         hold_down.as_millis()
                     );
                     self.fail(now, "failback_after_hold_down", detail);
@@ -362,6 +408,28 @@ impl Checker {
                 self.tier0_enough_since = None;
             }
             _ => {}
+        }
+    }
+
+    fn observe_drops(&mut self, now: Instant, snapshot: &UpstreamSnapshot) {
+        let reload = std::mem::replace(&mut self.reload_pending, false);
+        let Some(previous) = self.last.clone() else {
+            return;
+        };
+        for tier in &snapshot.tiers {
+            let share = tier_available_share(snapshot, tier.tier);
+            let before = tier_available_share(&previous, tier.tier);
+            if reload || share + 1e-9 >= before {
+                continue;
+            }
+            match self
+                .tier_last_drop
+                .iter_mut()
+                .find(|(t, _)| *t == tier.tier)
+            {
+                Some(entry) => entry.1 = now,
+                None => self.tier_last_drop.push((tier.tier, now)),
+            }
         }
     }
 
@@ -734,29 +802,32 @@ mod tests {
         let down = [(0, 0), (0, 1), (0, 2)];
         c.after_step(
             at(0),
-            &[Action::Publish(snapshot(
-                1,
-                [0, PPM],
-                &down,
-                Mode::FailedOver,
-            ))],
+            &[Action::Publish(snapshot(1, [PPM, 0], &[], Mode::Normal))],
             0,
+        );
+        c.after_step(
+            at(2),
+            &[
+                Action::Publish(snapshot(2, [0, PPM], &down, Mode::FailedOver)),
+                Action::Decision(record(DecisionKind::Failover, [PPM, 0], [0, PPM])),
+            ],
+            1,
         );
         c.after_step(
             at(5),
             &[Action::Publish(snapshot(
-                2,
+                3,
                 [0, PPM],
                 &[],
                 Mode::FailedOver,
             ))],
-            0,
+            1,
         );
-        // Failback 3 s after tier 0 recovered, hold-down 10 s.
+        // Failback 6 s after tier 0's share dropped, hold-down 10 s.
         let found = c.after_step(
             at(8),
             &[
-                Action::Publish(snapshot(3, [PPM, 0], &[], Mode::Normal)),
+                Action::Publish(snapshot(4, [PPM, 0], &[], Mode::Normal)),
                 Action::Decision(record(DecisionKind::FailbackStart, [0, PPM], [PPM, 0])),
             ],
             1,

@@ -10,7 +10,8 @@
 //!
 //! - `TIME_MS`: virtual milliseconds since the start of the run.
 //! - `SOURCE`: who caused the line: `fault` (a fault window opened or closed), `operator`,
-//!   `config`, `dns`, `health` (an address changed health), `decision` (a decision record),
+//!   `config`, `dns`, `health` (an address changed health), `address` (an address became
+//!   available or unavailable in a published snapshot), `decision` (a decision record),
 //!   `snapshot` (a published snapshot changed mode), `client` (a request the client saw
 //!   fail), `check` (an invariant violation), and in full mode `attempt`, `probe`.
 //! - `SUBJECT`: the address, upstream or fault the line is about.
