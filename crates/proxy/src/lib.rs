@@ -9,3 +9,4 @@
 pub mod error;
 pub mod metrics;
 pub mod record;
+pub mod router;
