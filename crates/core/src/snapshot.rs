@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use crate::load::AddressLoad;
 use crate::topology::Algorithm;
@@ -81,7 +82,13 @@ pub struct TierView {
     pub healthy_share: f64,
     /// Smooth weighted round-robin order over `members` (indices into `addresses`),
     /// built from effective weights; weights are exact over one pass.
+    /// Build it with `balance::round_robin::smooth_order`. In `Mode::Panic` build it from
+    /// the configured weights of every non-drained member, since panic uses them all.
     pub rr_order: Arc<[u32]>,
+    /// Position in `rr_order`, advanced by one on every round-robin pick. Shared by all
+    /// requests and carried by the controller from one snapshot version to the next (same
+    /// `Arc`), so a rebuild does not restart every tier at its first entry.
+    pub rr_cursor: Arc<AtomicU64>,
 }
 
 /// Per-upstream traffic mode, reported in metrics and the admin API.

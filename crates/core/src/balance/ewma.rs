@@ -1,0 +1,174 @@
+//! Peak-EWMA latency estimate per address (Finagle / Linkerd style), the input of the
+//! `latency` balancer and of adaptive round-robin weights.
+//!
+//! * A sample **above** the current estimate replaces it at once: a backend that just got
+//!   slow is treated as slow immediately, not after several averaging steps.
+//! * A sample **below** pulls the estimate toward it with time constant [`DECAY_TAU`]:
+//!   `ewma ← ewma·w + sample·(1−w)`, `w = exp(−Δt/τ)` (Kong's `latency.lua` formula).
+//! * When the estimate is **read**, it is decayed toward zero by the time since the last
+//!   sample. An address nobody picked (because it looked slow) therefore gets cheaper and
+//!   is probed again by real traffic; one sample then corrects it.
+//! * The read value never goes below [`LATENCY_FLOOR`]: a zero cost would make the
+//!   in-flight factor of `cost` meaningless, and the zero-cost address would take every
+//!   request until its first answer arrived (herding).
+//!
+//! The state is two atomics in [`AddressLoad`]; the data plane calls [`observe`] after
+//! each response, the balancers call [`cost`] / [`latency_us`] with their own `now`.
+
+use crate::load::AddressLoad;
+use crate::time::{Duration, Instant};
+
+/// Time constant of the decay. 10 s is Linkerd's and Finagle's default and Kong's
+/// `DECAY_TIME`: long enough that one fast answer does not erase a slow trend, short
+/// enough that a backend that recovered is trusted again within tens of seconds.
+pub const DECAY_TAU: Duration = Duration::from_secs(10);
+
+/// Estimate of an address with no sample yet (Linkerd's default RTT). A new address must
+/// not look free, or the P2C balancer sends it a burst before its first answer; 30 ms is a
+/// typical cross-zone request and decays toward the floor within ~35 s if the address is
+/// never picked, so it is not starved either.
+pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+/// Lowest latency estimate a read returns. Differences below 1 ms between backends are
+/// mostly scheduling noise on the proxy host; treating them as equal makes the choice
+/// in-flight driven (least-request), which is right for fast backends. It also bounds
+/// herding: an idle or decayed address is never cheaper than 1 ms, so it collects at most
+/// about `peer_ms` extra in-flight requests before a peer at `peer_ms` wins again.
+pub const LATENCY_FLOOR: Duration = Duration::from_millis(1);
+
+fn micros(d: Duration) -> f64 {
+    d.as_micros() as f64
+}
+
+/// `exp(−Δt/τ)` for the time between `stamp` and `now` (1.0 when `now` is not later).
+fn decay_factor(stamp: Instant, now: Instant) -> f64 {
+    let elapsed_ms = now.saturating_duration_since(stamp).as_millis() as f64;
+    (-elapsed_ms / DECAY_TAU.as_millis() as f64).exp()
+}
+
+/// The stored estimate, or the default RTT when there is none (or it is corrupt).
+fn stored_or_default(us: f64) -> f64 {
+    if us.is_finite() && us > 0.0 {
+        us
+    } else {
+        micros(DEFAULT_RTT)
+    }
+}
+
+/// Seed (or reseed) an address with the default RTT at `now`. The controller calls this
+/// for a new address and may call it when an address comes back from being unavailable,
+/// so its stale, decayed estimate does not make it look free.
+pub fn seed(load: &AddressLoad, now: Instant) {
+    load.store_ewma(micros(DEFAULT_RTT), now);
+}
+
+/// Record one response latency (connect + time to response header) measured at `now`.
+///
+/// Concurrent observers may overwrite each other's update; a lost sample only delays
+/// convergence by one sample, which is why this is two relaxed stores and not a lock.
+pub fn observe(load: &AddressLoad, rtt: Duration, now: Instant) {
+    let sample = micros(rtt);
+    let (current, stamp) = load.ewma_raw();
+    let next = if !(current.is_finite() && current > 0.0) || sample >= current {
+        // Peak: a slower answer is believed at once.
+        sample
+    } else {
+        let w = decay_factor(stamp, now);
+        current * w + sample * (1.0 - w)
+    };
+    load.store_ewma(next, now);
+}
+
+/// Latency estimate in microseconds as of `now`: the stored value decayed toward zero by
+/// the idle time since the last sample, never below [`LATENCY_FLOOR`].
+pub fn latency_us(load: &AddressLoad, now: Instant) -> f64 {
+    let (us, stamp) = load.ewma_raw();
+    (stored_or_default(us) * decay_factor(stamp, now)).max(micros(LATENCY_FLOOR))
+}
+
+/// Load cost of sending one more request to this address: `latency × (in_flight + 1)`.
+/// The `+1` counts the request being placed, so an idle fast address beats an idle slow
+/// one and a queue on any address raises its cost linearly. Balancers divide by weight.
+pub fn cost(load: &AddressLoad, now: Instant) -> f64 {
+    latency_us(load, now) * (f64::from(load.in_flight()) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    #[test]
+    fn a_slower_sample_replaces_the_estimate_at_once() {
+        let load = AddressLoad::new(at(0));
+        observe(&load, Duration::from_millis(5), at(1_000));
+        observe(&load, Duration::from_millis(200), at(1_001));
+        assert_eq!(load.ewma_raw().0, 200_000.0);
+    }
+
+    #[test]
+    fn a_faster_sample_pulls_the_estimate_with_the_decay_time_constant() {
+        let load = AddressLoad::default();
+        observe(&load, Duration::from_millis(100), at(0));
+        // One time constant later the estimate has moved 1 − 1/e (63%) of the way.
+        observe(&load, Duration::from_millis(10), at(10_000));
+        let expected =
+            100_000.0 / std::f64::consts::E + 10_000.0 * (1.0 - 1.0 / std::f64::consts::E);
+        let got = load.ewma_raw().0;
+        assert!(
+            (got - expected).abs() < 1.0,
+            "got {got}, expected {expected}"
+        );
+        // A lower sample in the same millisecond moves nothing: decay is time-based.
+        observe(&load, Duration::from_millis(1), at(10_000));
+        assert!((load.ewma_raw().0 - expected).abs() < 1.0);
+    }
+
+    #[test]
+    fn reading_decays_toward_the_floor_so_idle_addresses_get_probed() {
+        let load = AddressLoad::default();
+        observe(&load, Duration::from_millis(80), at(0));
+        assert_eq!(latency_us(&load, at(0)), 80_000.0);
+        let later = latency_us(&load, at(10_000));
+        assert!((later - 80_000.0 / std::f64::consts::E).abs() < 1.0);
+        assert_eq!(
+            latency_us(&load, at(3_600_000)),
+            micros(LATENCY_FLOOR),
+            "an hour idle decays to the floor, never to zero"
+        );
+    }
+
+    #[test]
+    fn an_address_without_samples_costs_the_default_rtt() {
+        let load = AddressLoad::new(at(5_000));
+        assert_eq!(latency_us(&load, at(5_000)), micros(DEFAULT_RTT));
+        let unseeded = AddressLoad::default();
+        assert_eq!(latency_us(&unseeded, at(0)), micros(DEFAULT_RTT));
+    }
+
+    #[test]
+    fn cost_grows_linearly_with_in_flight() {
+        let load = AddressLoad::default();
+        observe(&load, Duration::from_millis(10), at(0));
+        assert_eq!(cost(&load, at(0)), 10_000.0);
+        load.start();
+        load.start();
+        assert_eq!(cost(&load, at(0)), 30_000.0);
+    }
+
+    #[test]
+    fn time_running_backwards_never_inflates_or_breaks_the_estimate() {
+        let load = AddressLoad::default();
+        observe(&load, Duration::from_millis(50), at(10_000));
+        observe(&load, Duration::from_millis(5), at(9_000));
+        assert_eq!(
+            load.ewma_raw().0,
+            50_000.0,
+            "no time passed: a lower sample has no weight"
+        );
+        assert_eq!(latency_us(&load, at(1_000)), 50_000.0);
+    }
+}
