@@ -65,6 +65,12 @@ impl Settings {
     /// an extreme corner is attributable, while 200 seeds still hit every corner often.
     pub fn buggify(&mut self, rng: &mut Rng) {
         const P: f64 = 0.25;
+        if rng.chance(P) {
+            // The policy exactly as shipped (longer timers, slow start, adaptive
+            // weights on): the other knobs below then push it to its corners.
+            self.failover = FailoverPolicy::default();
+            self.buggified.push("shipped_defaults");
+        }
         let active = &mut self.healthchecks.active;
         if rng.chance(P) {
             active.healthy_interval = Duration::from_millis(100);
@@ -87,6 +93,7 @@ impl Settings {
             self.buggified.push("passive_thresholds_1");
         }
         if rng.chance(P) {
+            // The maximum stays: flap damping doubling a zero hold-down is a corner too.
             self.failover.failback_hold_down = Duration::ZERO;
             self.buggified.push("hold_down_0");
         }
@@ -250,7 +257,7 @@ mod tests {
         }
         assert_eq!(
             seen.len(),
-            11,
+            12,
             "every knob is buggified by some seed: {seen:?}"
         );
     }
