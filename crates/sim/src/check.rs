@@ -641,6 +641,7 @@ mod tests {
                 members,
                 share_ppm: shares[tier as usize],
                 healthy_share: 1.0,
+                rr_cursor: Arc::default(),
             });
         }
         Arc::new(UpstreamSnapshot {
