@@ -24,15 +24,15 @@
 //!    decision record whose before/after match the published split.
 //! 9. `decision_log_bounded`: the decision log never exceeds its capacity.
 //! 10. `preferred_tier`: whenever tier 0 has enough healthy capacity
-//!    (available share × overprovisioning ≥ 1), it carries all traffic, unless it was
-//!    short of capacity less than `failback_hold_down_max + failback_ramp` ago (the
-//!    failback window) or a failback was aborted within that window. Panic is exempt.
+//!     (available share × overprovisioning ≥ 1), it carries all traffic, unless it was
+//!     short of capacity less than `failback_hold_down_max + failback_ramp` ago (the
+//!     failback window) or a failback was aborted within that window. Panic is exempt.
 //! 11. `failback_after_hold_down`: a failback never starts before every tier it gives
-//!    more traffic to has gone `failback_hold_down` without a drop in its available
-//!    share (the controller's hold-down restarts on any drop in a recovering tier; a
-//!    failover is such a drop).
+//!     more traffic to has gone `failback_hold_down` without a drop in its available
+//!     share (the controller's hold-down restarts on any drop in a recovering tier; a
+//!     failover is such a drop).
 //! 12. `switches_per_window`: at most one failback start per `failback_hold_down`
-//!    (region switches are damped).
+//!     (region switches are damped).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -110,6 +110,12 @@ fn tier_available_share(snapshot: &UpstreamSnapshot, tier: u8) -> f64 {
     }
     available as f64 / total as f64
 }
+
+/// A split as (tier, ppm) pairs.
+pub type Split = Vec<(u8, u32)>;
+
+/// One published change of split: (before, after).
+type SplitChange = (Split, Split);
 
 /// Renders a split as `t0=66.7% t1=33.3%` for logs.
 pub fn render_split(split: &[(u8, u32)]) -> String {
@@ -215,7 +221,7 @@ impl Checker {
         decision_log_len: usize,
     ) -> Vec<Violation> {
         let before = self.violations.len();
-        let mut changes: Vec<(Vec<(u8, u32)>, Vec<(u8, u32)>)> = Vec::new();
+        let mut changes: Vec<SplitChange> = Vec::new();
         let mut records: Vec<Arc<DecisionRecord>> = Vec::new();
         for action in actions {
             match action {
@@ -314,10 +320,10 @@ impl Checker {
     fn check_decisions(
         &mut self,
         now: Instant,
-        changes: &[(Vec<(u8, u32)>, Vec<(u8, u32)>)],
+        changes: &[SplitChange],
         records: &[Arc<DecisionRecord>],
     ) {
-        let mut unexplained: Vec<(Vec<(u8, u32)>, Vec<(u8, u32)>)> = changes.to_vec();
+        let mut unexplained: Vec<SplitChange> = changes.to_vec();
         let mut mismatched = Vec::new();
         for record in records {
             self.on_decision(now, record);
@@ -537,7 +543,8 @@ impl Checker {
             );
             self.fail(now, "drained_never_picked", detail);
         }
-        if !address.is_available() && !(picked.panic && snapshot.mode == Mode::Panic) {
+        let panic_pick = picked.panic && snapshot.mode == Mode::Panic;
+        if !address.is_available() && !panic_pick {
             let detail = format!(
                 "picked {} which is {:?} in mode {:?} (panic flag {})",
                 address.key.addr, address.unavailable, snapshot.mode, picked.panic
