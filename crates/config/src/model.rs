@@ -87,6 +87,9 @@ pub enum HeaderValueMatch {
 pub struct RouteExtensions {
     /// Hedge idempotent requests after this delay (opt-in).
     pub hedge_after: Option<Duration>,
+    /// Also retry these response statuses (`sluice:retry-on=502|503`); Kong retries only
+    /// transport errors and timeouts, so this is opt-in and empty by default.
+    pub retry_on_status: Vec<u16>,
 }
 
 /// Kong `routes[]`.
