@@ -49,14 +49,19 @@ impl Fault {
             None => (text, None),
         };
         let number = |default: u64| -> Result<u64, String> {
-            arg.map_or(Ok(default), |a| a.parse::<u64>().map_err(|_| format!("'{a}' is not a number")))
+            arg.map_or(Ok(default), |a| {
+                a.parse::<u64>()
+                    .map_err(|_| format!("'{a}' is not a number"))
+            })
         };
         match kind {
             "none" | "restore" => Ok(Fault::None),
             "down" => Ok(Fault::Down),
             "hang" => Ok(Fault::Hang),
             // 200 ms is the brownout drill's delay.
-            "slow" => Ok(Fault::Slow { millis: number(200)? }),
+            "slow" => Ok(Fault::Slow {
+                millis: number(200)?,
+            }),
             "error" => {
                 let status = number(500)?;
                 match u16::try_from(status) {
@@ -64,7 +69,9 @@ impl Fault {
                     _ => Err(format!("error status must be 500..599, got {status}")),
                 }
             }
-            other => Err(format!("unknown fault '{other}' (expected none, down, hang, slow[:ms], error[:status])")),
+            other => Err(format!(
+                "unknown fault '{other}' (expected none, down, hang, slow[:ms], error[:status])"
+            )),
         }
     }
 }
@@ -108,7 +115,13 @@ impl Backend {
         let addr = listener.local_addr()?;
         let (generation, _) = watch::channel(0);
         let backend = Backend {
-            shared: Arc::new(Shared { identity, addr, fault: Mutex::new(Fault::None), hits: AtomicU64::new(0), generation }),
+            shared: Arc::new(Shared {
+                identity,
+                addr,
+                fault: Mutex::new(Fault::None),
+                hits: AtomicU64::new(0),
+                generation,
+            }),
         };
         backend.spawn_accept(listener);
         Ok(backend)
@@ -197,7 +210,10 @@ impl Backend {
     }
 }
 
-async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     shared.hits.fetch_add(1, Ordering::Relaxed);
     let fault = *shared.fault.lock().unwrap_or_else(|e| e.into_inner());
     let is_probe = req.uri().path() == "/health";
@@ -210,7 +226,10 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let (status, body) = match fault {
         Fault::Error { status } if !is_probe => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            format!("{{\"error\":\"injected fault\",\"instance\":\"{}\"}}", id.instance),
+            format!(
+                "{{\"error\":\"injected fault\",\"instance\":\"{}\"}}",
+                id.instance
+            ),
         ),
         _ => {
             let body = Answer {
@@ -220,13 +239,19 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 method: req.method().as_str(),
                 path: req.uri().path(),
             };
-            (StatusCode::OK, serde_json::to_string(&body).unwrap_or_default())
+            (
+                StatusCode::OK,
+                serde_json::to_string(&body).unwrap_or_default(),
+            )
         }
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(&id.instance) {
         headers.insert("x-backend-instance", v);
     }

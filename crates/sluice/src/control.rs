@@ -1,0 +1,1 @@
+//! The admin API's view of the running gateway (wiring in progress).
