@@ -99,6 +99,16 @@ fn seconds(d: Duration) -> Value {
     }
 }
 
+/// Kong's `threshold` is a Lua number: whole values print without a fraction.
+fn number(value: f64) -> Value {
+    // Whole values below 2^53 convert to i64 exactly; larger ones stay floats.
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        json!(value as i64)
+    } else {
+        json!(value)
+    }
+}
+
 fn millis(d: std::time::Duration) -> Value {
     json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -253,7 +263,7 @@ pub fn healthchecks(checks: &HealthChecks) -> Value {
         Value::Object(map)
     };
     json!({
-        "threshold": checks.threshold,
+        "threshold": number(checks.threshold),
         "active": {
             "type": probe_type_name(active.probe_type),
             "timeout": seconds(active.timeout),
