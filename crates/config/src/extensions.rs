@@ -23,11 +23,7 @@ use crate::model::RouteExtensions;
 
 /// Kong's tag rule; a tag outside it would make Kong reject the file, so we do too.
 pub(crate) fn check_kong_tag(sink: &mut Sink, tag: &Sp<String>) -> bool {
-    let valid = !tag.value.is_empty()
-        && tag
-            .value
-            .chars()
-            .all(|c| !c.is_ascii() || (c == ' ' || (c.is_ascii_graphic() && c != ',' && c != '/')));
+    let valid = is_kong_tag(&tag.value);
     if !valid {
         sink.error_hint(
             &tag.path,
@@ -42,8 +38,20 @@ pub(crate) fn check_kong_tag(sink: &mut Sink, tag: &Sp<String>) -> bool {
     valid
 }
 
-/// `sluice:<key>=<value>` split, or `None` when the tag is not a Sluice tag.
+/// Kong's tag character rule, without reporting.
+pub fn is_kong_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag
+            .chars()
+            .all(|c| !c.is_ascii() || c == ' ' || (c.is_ascii_graphic() && c != ',' && c != '/'))
+}
+
+/// `sluice:<key>=<value>` split, or `None` when the tag is not a Sluice tag. Tags that
+/// break Kong's rule are left to [`check_kong_tag`], so they are reported once.
 fn sluice_tag(tag: &str) -> Option<(&str, Option<&str>)> {
+    if !is_kong_tag(tag) {
+        return None;
+    }
     let rest = tag.strip_prefix("sluice:")?;
     Some(match rest.split_once('=') {
         Some((key, value)) => (key, Some(value)),

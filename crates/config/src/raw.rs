@@ -36,6 +36,9 @@ pub struct RawConfig {
     pub other_entities: Vec<Sp<(String, usize)>>,
 }
 
+/// Kong `map` of header name → values, in document order, each with its position.
+pub type HeaderMap = Vec<(Sp<String>, Vec<Sp<String>>)>;
+
 /// A reference to a parent entity: `service: name`, `service: <uuid>`, or
 /// `service: {name: x}` / `{id: x}`.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,7 +84,7 @@ pub struct RawRoute {
     pub hosts: Option<Sp<Vec<Sp<String>>>>,
     pub paths: Option<Sp<Vec<Sp<String>>>>,
     /// Header name → accepted values, in document order.
-    pub headers: Option<Sp<Vec<(Sp<String>, Vec<Sp<String>>)>>>,
+    pub headers: Option<Sp<HeaderMap>>,
     pub snis: Option<Sp<Vec<Sp<String>>>>,
     pub strip_path: Option<Sp<bool>>,
     pub preserve_host: Option<Sp<bool>>,
@@ -145,7 +148,7 @@ pub struct RawActive {
     pub http_path: Option<Sp<String>>,
     pub https_sni: Option<Sp<String>>,
     pub https_verify_certificate: Option<Sp<bool>>,
-    pub headers: Option<Sp<Vec<(Sp<String>, Vec<Sp<String>>)>>>,
+    pub headers: Option<Sp<HeaderMap>>,
     pub healthy: RawHealthy,
     pub unhealthy: RawUnhealthy,
 }
@@ -494,11 +497,7 @@ fn reference(sink: &mut Sink, f: &Fields<'_>, key: &str) -> Option<RawRef> {
 }
 
 /// Kong `map` of header name → array of strings.
-fn header_map(
-    sink: &mut Sink,
-    f: &Fields<'_>,
-    key: &str,
-) -> Option<Sp<Vec<(Sp<String>, Vec<Sp<String>>)>>> {
+fn header_map(sink: &mut Sink, f: &Fields<'_>, key: &str) -> Option<Sp<HeaderMap>> {
     let (node, path) = f.node(key)?;
     let Value::Map(entries) = &node.value else {
         decode::type_error(sink, node, &path, "expected a map");

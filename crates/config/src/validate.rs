@@ -1120,7 +1120,7 @@ fn upstream_warnings(sink: &mut Sink, spec: &UpstreamSpec, raw: &RawUpstream) {
         );
     }
     if let Some(threshold) = raw.healthchecks.as_ref().and_then(|h| h.threshold.as_ref())
-        && threshold.value >= 100.0
+        && threshold.value == 100.0
     {
         sink.warning(
             &threshold.path,
@@ -1262,9 +1262,11 @@ fn service(
         .map(|p| p.protocol.clone())
         .or_else(|| raw.protocol.clone());
     let protocol = match &protocol_value {
-        Some(p) => protocol(sink, p, PROTOCOLS)?,
+        Some(p) => protocol(sink, p, PROTOCOLS).unwrap_or(Protocol::Http),
         None => Protocol::Http,
     };
+    // A bad host is reported but the service is still built, so that its name and id
+    // take part in uniqueness and reference checks (the config is rejected anyway).
     let host = match (&parsed, &raw.host) {
         (Some(p), _) => p.host.clone(),
         (None, Some(host)) => match split_host_port(&host.value) {
@@ -1276,7 +1278,7 @@ fn service(
                     "must not have a port",
                     "put the port in 'port'",
                 );
-                return None;
+                host.value.clone()
             }
             Err(problem) => {
                 sink.error(
@@ -1284,7 +1286,7 @@ fn service(
                     host.pos,
                     format!("invalid value: {} ({problem})", host.value),
                 );
-                return None;
+                host.value.clone()
             }
         },
         (None, None) => {
@@ -1296,7 +1298,7 @@ fn service(
                     Some("set host (a hostname, an ip, or an upstream's name) or url".into()),
                 );
             }
-            return None;
+            String::new()
         }
     };
     let default_port: u16 = if protocol == Protocol::Https { 443 } else { 80 };
@@ -1498,7 +1500,7 @@ fn route(
     let has_headers = raw.headers.as_ref().is_some_and(|h| !h.value.is_empty());
     let any_matcher = set(&raw.methods) || set(&raw.hosts) || set(&raw.paths) || has_headers;
     let https_only = !protocols.is_empty() && protocols.iter().all(|p| *p == Protocol::Https);
-    if !any_matcher && !(https_only && set(&raw.snis)) {
+    if !(any_matcher || (https_only && set(&raw.snis))) {
         sink.entity_error(
             &raw.path,
             raw.pos,
