@@ -1,12 +1,30 @@
 //! Sluice's data plane.
 //!
-//! Listeners accept HTTP/1.1 and h2c, the router matches Kong routes, and the forwarder
-//! sends each request to an address chosen by the decision core (`sluice-core`),
-//! retrying on another address when Kong's rules allow. A driver task owns the core's
-//! `Controller`, runs active probes and DNS, and publishes snapshots the hot path reads
-//! without locks.
+//! Listeners ([`server`]) accept HTTP/1.1 and h2c; the [`router`] matches Kong routes;
+//! [`proxy`] prepares each request and [`forward`] sends it to an address chosen by the
+//! decision core (`sluice-core`), retrying on another address when Kong's rules and the
+//! retry budget allow. The [`driver`] owns the core's `Controller`, runs active
+//! [`probe`]s and [`dns`] lookups, and publishes snapshots the hot path reads without
+//! locks. [`gateway::Gateway`] is the handle the binary and the Admin API use.
 
+pub mod access_log;
+pub mod body;
+pub mod dns;
+pub mod driver;
 pub mod error;
+pub mod forward;
+pub mod gateway;
+pub mod headers;
+pub mod ids;
 pub mod metrics;
+pub mod pool;
+pub mod probe;
+pub mod proxy;
 pub mod record;
 pub mod router;
+pub mod runtime;
+pub mod server;
+
+pub use error::{ErrorKind, ProxyError};
+pub use gateway::{Gateway, GatewayError, GatewayOptions, ServerCounters};
+pub use record::RequestRecord;

@@ -141,8 +141,9 @@ impl Tries {
 /// Everything the gateway knows about one finished request.
 #[derive(Clone, Debug)]
 pub struct RequestRecord {
-    /// The request id sent back as `X-Sluice-Request-Id` (and upstream).
-    pub request_id: u64,
+    /// The request id sent back as `X-Sluice-Request-Id` (and upstream), printed as 32
+    /// hex digits.
+    pub request_id: u128,
     pub method: http::Method,
     /// `None` when no route matched (Kong does not count those in its metrics).
     pub route: Option<RouteRef>,

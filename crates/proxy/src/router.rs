@@ -728,8 +728,8 @@ mod tests {
         PathMatch::Regex(p.into())
     }
 
-    fn find<'r>(
-        router: &'r Router,
+    fn find(
+        router: &Router,
         method: &str,
         host: &str,
         path: &str,

@@ -1,0 +1,347 @@
+//! The driver: the glue between the pure decision core and the real world.
+//!
+//! The `sluice_core::Controller` sits behind a `std::sync::Mutex` because the Admin API
+//! reads it synchronously (health counters, decision log); the lock is only ever held
+//! for one pure `apply`/`tick`/read call and never across an await. One tokio task
+//! ([`run`]) receives the data plane's events on a bounded channel, sleeps until the
+//! controller's `next_deadline()` (or until woken), calls `tick`, and carries out the
+//! resulting actions:
+//! - `Publish`/`Remove`: store into the per-upstream `ArcSwap` the hot path reads;
+//! - `Probe`: spawn an active probe (bounded by the check's `concurrency`), report
+//!   `ProbeCompleted`;
+//! - `Resolve`: spawn a DNS lookup, report `Resolved`;
+//! - `HealthChanged`/`Decision`: a log line and the metrics hook.
+//!
+//! Virtual time: the core's [`sluice_core::Instant`] is milliseconds since the
+//! gateway's start ([`Clock`]), derived from tokio's clock so paused-clock tests work.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sluice_core::Controller;
+use sluice_core::event::{Action, Event};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use crate::dns::Dns;
+use crate::headers::host_header_for;
+use crate::metrics::Metrics;
+use crate::probe;
+use crate::runtime::Slots;
+
+/// Capacity of the event channel from the data plane. Attempt reports are dropped (and
+/// counted) when it is full: at 8192 queued events the driver is far behind, and
+/// blocking requests on health bookkeeping would turn a slow controller into an outage.
+pub const EVENT_CHANNEL_CAPACITY: usize = 8192;
+
+/// Events applied under one lock acquisition before the driver looks at timers again;
+/// bounds how long the admin read path can wait for the lock.
+const EVENT_BATCH: usize = 256;
+
+/// The mapping between tokio's clock and the core's virtual time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Now, in the core's time base.
+    pub fn now(&self) -> sluice_core::Instant {
+        self.at(tokio::time::Instant::now())
+    }
+
+    /// A tokio instant in the core's time base.
+    pub fn at(&self, t: tokio::time::Instant) -> sluice_core::Instant {
+        let ms = t.saturating_duration_since(self.origin).as_millis();
+        sluice_core::Instant::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// A core instant as a tokio instant.
+    pub fn to_tokio(&self, t: sluice_core::Instant) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(t.as_millis())
+    }
+}
+
+/// The data plane's non-blocking way to report events.
+#[derive(Debug)]
+pub struct EventSink {
+    tx: mpsc::Sender<Event>,
+    dropped: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl EventSink {
+    /// Queue an event without waiting; counts it as dropped if the queue is full.
+    pub fn report(&self, event: Event) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.on_passive_event_dropped();
+        }
+    }
+
+    /// Events dropped because the driver was behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// An upstream's probe concurrency and the semaphore enforcing it.
+type ProbeLimit = (u32, Arc<Semaphore>);
+
+/// State shared by the driver task and the gateway handle.
+pub struct Core {
+    controller: Mutex<Controller>,
+    pub clock: Clock,
+    pub slots: Arc<Slots>,
+    pub metrics: Arc<Metrics>,
+    pub dns: Arc<Dns>,
+    pub events: Arc<EventSink>,
+    /// Probe results and DNS answers come back here (awaited sends: never dropped).
+    results: mpsc::Sender<Event>,
+    wake: Notify,
+    probe_limits: Mutex<HashMap<Arc<str>, ProbeLimit>>,
+    /// Upstreams whose probe type was downgraded to a TCP connect (logged once each).
+    downgraded: Mutex<Vec<Arc<str>>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Build the core state and the receiving end the driver task consumes.
+    pub fn new(
+        clock: Clock,
+        slots: Arc<Slots>,
+        metrics: Arc<Metrics>,
+        dns: Arc<Dns>,
+    ) -> (Arc<Core>, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let core = Arc::new(Core {
+            controller: Mutex::new(Controller::new()),
+            clock,
+            slots,
+            events: Arc::new(EventSink {
+                tx: tx.clone(),
+                dropped: AtomicU64::new(0),
+                metrics: metrics.clone(),
+            }),
+            metrics,
+            dns,
+            results: tx,
+            wake: Notify::new(),
+            probe_limits: Mutex::new(HashMap::new()),
+            downgraded: Mutex::new(Vec::new()),
+        });
+        (core, rx)
+    }
+
+    /// Read access to the controller (admin views). Keep the guard short.
+    pub fn controller(&self) -> MutexGuard<'_, Controller> {
+        self.controller.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply one event now and carry out its actions (used by the gateway handle for
+    /// topology changes and operator commands, which must take effect before it returns).
+    pub fn apply(self: &Arc<Self>, event: Event) {
+        let mut actions = Vec::new();
+        {
+            let now = self.clock.now();
+            self.controller().apply(now, event, &mut actions);
+        }
+        self.execute(actions);
+        // The deadline may have moved earlier.
+        self.wake.notify_one();
+    }
+
+    fn apply_batch(self: &Arc<Self>, events: Vec<Event>) {
+        let mut actions = Vec::new();
+        {
+            let now = self.clock.now();
+            let mut controller = self.controller();
+            for event in events {
+                controller.apply(now, event, &mut actions);
+            }
+        }
+        self.execute(actions);
+    }
+
+    fn tick(self: &Arc<Self>) {
+        let mut actions = Vec::new();
+        {
+            let now = self.clock.now();
+            self.controller().tick(now, &mut actions);
+        }
+        self.execute(actions);
+    }
+
+    fn execute(self: &Arc<Self>, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Publish(snapshot) => self.slots.publish(snapshot),
+                Action::Remove { upstream } => self.slots.remove(&upstream),
+                Action::Probe {
+                    upstream,
+                    address,
+                    check,
+                    host_header,
+                } => self.spawn_probe(upstream, address, check, host_header),
+                Action::Resolve {
+                    upstream,
+                    target_index,
+                    host,
+                    port,
+                } => {
+                    let core = self.clone();
+                    tokio::spawn(async move {
+                        let (result, ttl) = match core.dns.resolve_target(&host, port).await {
+                            Ok(answer) => (Ok(answer.addresses), answer.ttl),
+                            Err(e) => {
+                                tracing::warn!(%upstream, %host, error = %e, "target resolution failed");
+                                (Err(e), None)
+                            }
+                        };
+                        let _ = core
+                            .results
+                            .send(Event::Resolved {
+                                upstream,
+                                target_index,
+                                result,
+                                ttl,
+                            })
+                            .await;
+                    });
+                }
+                Action::HealthChanged {
+                    upstream,
+                    address,
+                    healthy,
+                    reason,
+                } => {
+                    tracing::info!(
+                        %upstream,
+                        address = %address.addr,
+                        hostname = %address.hostname,
+                        healthy,
+                        %reason,
+                        "address health changed"
+                    );
+                    self.metrics.on_health_changed(&upstream, &address, healthy);
+                }
+                Action::Decision(record) => {
+                    tracing::info!(
+                        upstream = %record.upstream,
+                        kind = record.kind.as_str(),
+                        seq = record.seq,
+                        trigger = %record.trigger,
+                        "traffic decision"
+                    );
+                    self.metrics.on_decision(&record);
+                }
+            }
+        }
+    }
+
+    fn probe_semaphore(&self, upstream: &Arc<str>, concurrency: u32) -> Arc<Semaphore> {
+        let permits = concurrency.max(1);
+        let mut limits = self.probe_limits.lock().unwrap_or_else(|p| p.into_inner());
+        match limits.get(upstream) {
+            Some((n, sem)) if *n == permits => sem.clone(),
+            _ => {
+                let sem = Arc::new(Semaphore::new(permits as usize));
+                limits.insert(upstream.clone(), (permits, sem.clone()));
+                sem
+            }
+        }
+    }
+
+    fn spawn_probe(
+        self: &Arc<Self>,
+        upstream: Arc<str>,
+        address: sluice_core::snapshot::AddressKey,
+        check: Arc<sluice_core::topology::ActiveHealthCheck>,
+        host_header: Option<String>,
+    ) {
+        use sluice_core::topology::ProbeType;
+        if !matches!(check.probe_type, ProbeType::Http | ProbeType::Tcp) {
+            let mut downgraded = self.downgraded.lock().unwrap_or_else(|p| p.into_inner());
+            if !downgraded.contains(&upstream) {
+                tracing::warn!(
+                    %upstream,
+                    probe_type = ?check.probe_type,
+                    "active probes of this type need TLS/HTTP2 in the prober, which this build lacks; probing with a TCP connect instead"
+                );
+                downgraded.push(upstream.clone());
+            }
+        }
+        let semaphore = self.probe_semaphore(&upstream, check.concurrency);
+        let core = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = semaphore.acquire_owned().await else {
+                return;
+            };
+            let host = host_header.unwrap_or_else(|| {
+                host_header_for(&address.hostname, address.addr.port())
+                    .and_then(|v| v.to_str().ok().map(str::to_owned))
+                    .unwrap_or_else(|| address.hostname.to_string())
+            });
+            let outcome = probe::probe(address.addr, &check, &host).await;
+            core.metrics.on_probe(&upstream, &address, outcome);
+            let _ = core
+                .results
+                .send(Event::ProbeCompleted {
+                    upstream,
+                    address,
+                    outcome,
+                })
+                .await;
+        });
+    }
+}
+
+/// The driver task. Ends when `shutdown` is notified.
+pub async fn run(core: Arc<Core>, mut events: mpsc::Receiver<Event>, shutdown: Arc<Notify>) {
+    loop {
+        let deadline = core.controller().next_deadline();
+        // No deadline: sleep a long time; any event or wake-up interrupts it.
+        let wake_at = match deadline {
+            Some(t) => core.clock.to_tokio(t),
+            None => tokio::time::Instant::now() + Duration::from_secs(3600),
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.notified() => break,
+            received = events.recv() => {
+                let Some(first) = received else { break };
+                let mut batch = Vec::with_capacity(16);
+                batch.push(first);
+                while batch.len() < EVENT_BATCH {
+                    match events.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
+                    }
+                }
+                core.apply_batch(batch);
+            }
+            _ = core.wake.notified() => {}
+            _ = tokio::time::sleep_until(wake_at) => core.tick(),
+        }
+        // Timers may have come due while events were applied.
+        if core
+            .controller()
+            .next_deadline()
+            .is_some_and(|t| t <= core.clock.now())
+        {
+            core.tick();
+        }
+    }
+}

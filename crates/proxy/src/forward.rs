@@ -1,0 +1,728 @@
+//! Forwarding one request: pick an address, send, classify the failure, retry on
+//! another address when Kong's rules and the retry budget allow, optionally hedge.
+//!
+//! Per attempt:
+//! - the address comes from `balance::pick` over the snapshot the request loaded once,
+//!   with every address already tried excluded (a retry never repeats an address while
+//!   an untried one exists; when all were tried the list starts over, as Kong's
+//!   least-connections balancer does);
+//! - `AddressLoad::start/finish` bracket the attempt (on success the in-flight count is
+//!   held until the response body ends), and the time to the response header feeds the
+//!   peak-EWMA;
+//! - the outcome goes to the driver as `Event::AttemptCompleted` through a bounded
+//!   channel with `try_send`: passive health never slows a request down;
+//! - phases are timed as Kong does: `connect_timeout` for the connect, then
+//!   `read_timeout` until the response header (for a streamed request body the write
+//!   phase adds `write_timeout`).
+//!
+//! Retry decisions are `sluice_core::retry::decide` (Kong: errors and timeouts before the
+//! response header; a non-idempotent request only when nothing was sent), then the
+//! upstream's `RetryBudget`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header};
+use hyper::body::Incoming;
+use sluice_core::UpstreamSnapshot;
+use sluice_core::balance::{self, NoPeer, PickContext};
+use sluice_core::event::{AttemptOutcome, Event};
+use sluice_core::load::AddressLoad;
+use sluice_core::retry::{self, FailureKind, RetryDecision};
+use sluice_core::snapshot::AddressKey;
+use tokio::time::Instant;
+
+use crate::body::{RequestBodyError, UpstreamBody};
+use crate::dns::Dns;
+use crate::driver::{Clock, EventSink};
+use crate::error::ErrorKind;
+use crate::ids;
+use crate::pool::{ConnectError, Lease, Pool, SendError};
+use crate::record::{Tries, TryOutcome, TryRecord};
+use crate::runtime::{ServiceRuntime, ServiceTarget, UpstreamRuntime};
+
+/// Region label of addresses that do not come from an upstream (IP or DNS services).
+static DEFAULT_REGION: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("default"));
+
+/// Addresses remembered as "tried" per request. Beyond this many attempts (only with
+/// `retries` far above Kong's default 5) the oldest exclusions are forgotten, which only
+/// weakens "never the same address twice" for requests that already made 32 attempts.
+const MAX_TRIED: usize = 32;
+
+/// Shared services the forwarder uses.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub pool: &'a Arc<Pool>,
+    pub dns: &'a Dns,
+    pub events: &'a EventSink,
+    pub clock: &'a Clock,
+}
+
+/// The request body as the forwarder holds it.
+#[derive(Debug)]
+pub enum OutgoingBody {
+    /// Fully buffered: every attempt sends a clone.
+    Replayable(Bytes),
+    /// Streamed: the first attempt that gets a connection takes it.
+    Streaming(Mutex<Option<UpstreamBody>>),
+}
+
+impl OutgoingBody {
+    fn take(&self) -> Option<UpstreamBody> {
+        match self {
+            OutgoingBody::Replayable(bytes) => Some(UpstreamBody::full(bytes.clone())),
+            OutgoingBody::Streaming(slot) => slot.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        }
+    }
+
+    /// Whether another attempt could still send the body.
+    fn available(&self) -> bool {
+        match self {
+            OutgoingBody::Replayable(_) => true,
+            OutgoingBody::Streaming(slot) => slot.lock().map(|s| s.is_some()).unwrap_or(false),
+        }
+    }
+
+    fn is_streaming(&self) -> bool {
+        matches!(self, OutgoingBody::Streaming(_))
+    }
+}
+
+/// Everything about the upstream request except the address-specific `Host`.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub method: Method,
+    /// Origin form: path and query.
+    pub uri: Uri,
+    /// Prepared headers (hop-by-hop removed, X-Forwarded-* set), without `Host`.
+    pub headers: HeaderMap,
+    /// The client's `Host`, sent as is when the route has `preserve_host`.
+    pub preserved_host: Option<HeaderValue>,
+    pub body: OutgoingBody,
+    /// Hash of the consistent-hashing key, when the upstream hashes.
+    pub hash_key: Option<u64>,
+    /// Hedge after this delay (route extension), for idempotent replayable requests.
+    pub hedge_after: Option<Duration>,
+}
+
+/// Holds an address's in-flight count until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<AddressLoad>);
+
+impl InFlight {
+    fn start(load: Arc<AddressLoad>) -> Self {
+        load.start();
+        InFlight(load)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// A response header from the upstream.
+#[derive(Debug)]
+pub struct Success {
+    pub response: Response<Incoming>,
+    pub lease: Lease,
+    pub in_flight: Option<InFlight>,
+    /// Time from the start of the winning attempt to its response header.
+    pub upstream_latency: Duration,
+}
+
+/// What the forwarder learned, for the request record.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub tries: Tries,
+    pub crossed_region: bool,
+    pub crossed_tier: bool,
+    pub retry_budget_exhausted: bool,
+    pub try_timeouts: u32,
+    pub hedged: bool,
+}
+
+/// The address chosen for one attempt.
+struct Chosen {
+    addr: SocketAddr,
+    key: Option<AddressKey>,
+    region: Arc<str>,
+    tier: u8,
+    load: Option<Arc<AddressLoad>>,
+    host_header: Option<HeaderValue>,
+    crossed_tier: bool,
+}
+
+/// How an attempt failed.
+enum AttemptError {
+    /// The upstream (or the network to it) failed.
+    Upstream(FailureKind),
+    /// The client's own body failed while being sent; not the upstream's fault.
+    Client(ErrorKind),
+}
+
+/// Where a service's addresses come from for this request.
+enum Source<'a> {
+    Upstream {
+        up: &'a UpstreamRuntime,
+        snapshot: Arc<UpstreamSnapshot>,
+    },
+    Fixed {
+        addrs: Arc<[SocketAddr]>,
+        start: usize,
+        host_header: Option<HeaderValue>,
+    },
+}
+
+struct Tried {
+    items: [u32; MAX_TRIED],
+    len: usize,
+}
+
+impl Tried {
+    fn new() -> Self {
+        Tried {
+            items: [0; MAX_TRIED],
+            len: 0,
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        self.items.get(..self.len).unwrap_or(&[])
+    }
+
+    fn push(&mut self, index: u32) {
+        if self.len == MAX_TRIED {
+            self.items.rotate_left(1);
+            self.len -= 1;
+        }
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = index;
+            self.len += 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl Source<'_> {
+    /// Choose the address of attempt number `attempt` (0-based).
+    fn choose(
+        &self,
+        cx: &Context<'_>,
+        out: &Outgoing,
+        tried: &mut Tried,
+        attempt: u32,
+    ) -> Result<Chosen, ErrorKind> {
+        match self {
+            Source::Fixed {
+                addrs,
+                start,
+                host_header,
+            } => {
+                if addrs.is_empty() {
+                    return Err(ErrorKind::NameResolutionFailed);
+                }
+                let i = (start + attempt as usize) % addrs.len();
+                let addr = addrs
+                    .get(i)
+                    .copied()
+                    .ok_or(ErrorKind::NameResolutionFailed)?;
+                Ok(Chosen {
+                    addr,
+                    key: None,
+                    region: DEFAULT_REGION.clone(),
+                    tier: 0,
+                    load: None,
+                    host_header: host_header.clone(),
+                    crossed_tier: false,
+                })
+            }
+            Source::Upstream { up, snapshot } => {
+                let pick = |tried: &Tried| {
+                    balance::pick(
+                        snapshot,
+                        &PickContext {
+                            now: cx.clock.now(),
+                            entropy: ids::entropy(),
+                            hash_key: out.hash_key,
+                            tried: tried.as_slice(),
+                        },
+                    )
+                };
+                let picked = match pick(tried) {
+                    Err(NoPeer::AllTried) => {
+                        // Every usable address was tried: start over, as Kong's
+                        // least-connections balancer does.
+                        tried.clear();
+                        pick(tried)
+                    }
+                    other => other,
+                }
+                .map_err(|_| ErrorKind::NoPeer)?;
+                let view = snapshot
+                    .addresses
+                    .get(picked.index as usize)
+                    .ok_or(ErrorKind::NoPeer)?;
+                tried.push(picked.index);
+                Ok(Chosen {
+                    addr: view.key.addr,
+                    key: Some(view.key.clone()),
+                    region: view.region.clone(),
+                    tier: view.tier,
+                    load: Some(view.load.clone()),
+                    host_header: up.host_header.clone().or_else(|| {
+                        up.target_hosts
+                            .get(view.target_index as usize)
+                            .cloned()
+                            .flatten()
+                    }),
+                    crossed_tier: picked.crossed_tier,
+                })
+            }
+        }
+    }
+}
+
+fn failure_outcome(failure: FailureKind) -> (TryOutcome, AttemptOutcome, ErrorKind) {
+    match failure {
+        FailureKind::ConnectRefused | FailureKind::ConnectError => (
+            TryOutcome::ConnectFailed,
+            AttemptOutcome::TcpFailure,
+            ErrorKind::UpstreamConnectFailed,
+        ),
+        FailureKind::ConnectTimeout | FailureKind::WriteTimeout | FailureKind::ReadTimeout => (
+            TryOutcome::Timeout,
+            AttemptOutcome::Timeout,
+            ErrorKind::UpstreamTimeout,
+        ),
+        FailureKind::WriteError | FailureKind::ReadError => (
+            TryOutcome::Broken,
+            AttemptOutcome::TcpFailure,
+            ErrorKind::UpstreamInvalidResponse,
+        ),
+        FailureKind::Status(code) => (
+            TryOutcome::Status(code),
+            AttemptOutcome::Status(code),
+            ErrorKind::UpstreamInvalidResponse,
+        ),
+    }
+}
+
+/// Per-attempt timeouts of a service.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    write: Duration,
+    read: Duration,
+}
+
+fn build_request(
+    out: &Outgoing,
+    body: UpstreamBody,
+    host: Option<&HeaderValue>,
+) -> Request<UpstreamBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = out.method.clone();
+    *request.uri_mut() = out.uri.clone();
+    let headers = request.headers_mut();
+    *headers = out.headers.clone();
+    let host = if out.preserved_host.is_some() {
+        out.preserved_host.as_ref()
+    } else {
+        host
+    };
+    if let Some(host) = host {
+        headers.insert(header::HOST, host.clone());
+    }
+    request
+}
+
+/// Classify a hyper error from an exchange that had started.
+fn classify_send_error(err: &hyper::Error) -> AttemptError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(body_err) = e.downcast_ref::<RequestBodyError>() {
+            return AttemptError::Client(match body_err {
+                RequestBodyError::TooLarge => ErrorKind::PayloadTooLarge,
+                RequestBodyError::Client(_) => ErrorKind::ClientAborted,
+            });
+        }
+        source = e.source();
+    }
+    if err.is_body_write_aborted() {
+        AttemptError::Upstream(FailureKind::WriteError)
+    } else {
+        AttemptError::Upstream(FailureKind::ReadError)
+    }
+}
+
+/// One attempt: connect (or reuse), send, wait for the response header.
+async fn attempt(
+    pool: &Arc<Pool>,
+    out: &Outgoing,
+    chosen_addr: SocketAddr,
+    host: Option<&HeaderValue>,
+    timeouts: Timeouts,
+) -> Result<(Response<Incoming>, Lease), AttemptError> {
+    let mut conn = pool.get(chosen_addr, timeouts.connect).await.map_err(|e| {
+        AttemptError::Upstream(match e {
+            ConnectError::Refused => FailureKind::ConnectRefused,
+            ConnectError::Failed => FailureKind::ConnectError,
+            ConnectError::TimedOut => FailureKind::ConnectTimeout,
+        })
+    })?;
+    // The body is taken only now that a connection exists: a streamed body survives a
+    // connect failure and can go to the next address.
+    let Some(body) = out.body.take() else {
+        return Err(AttemptError::Upstream(FailureKind::ConnectError));
+    };
+    let header_deadline = if out.body.is_streaming() {
+        timeouts.write + timeouts.read
+    } else {
+        timeouts.read
+    };
+    let mut request = build_request(out, body, host);
+    // A pooled connection the peer closed in the meantime fails before anything is
+    // written; the request then goes out once more on a fresh connection (this is not
+    // a retry: nothing reached the upstream).
+    for _ in 0..2 {
+        let reused = conn.reused;
+        let sent = tokio::time::timeout(header_deadline, conn.send(pool, request)).await;
+        match sent {
+            Err(_) => {
+                return Err(AttemptError::Upstream(FailureKind::ReadTimeout));
+            }
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(SendError::NotSent(back))) if reused => {
+                request = *back;
+                conn = pool
+                    .connect(chosen_addr, timeouts.connect)
+                    .await
+                    .map_err(|e| {
+                        AttemptError::Upstream(match e {
+                            ConnectError::Refused => FailureKind::ConnectRefused,
+                            ConnectError::Failed => FailureKind::ConnectError,
+                            ConnectError::TimedOut => FailureKind::ConnectTimeout,
+                        })
+                    })?;
+            }
+            Ok(Err(SendError::NotSent(_))) => {
+                return Err(AttemptError::Upstream(FailureKind::ConnectError));
+            }
+            Ok(Err(SendError::Failed(e))) => return Err(classify_send_error(&e)),
+        }
+    }
+    Err(AttemptError::Upstream(FailureKind::ConnectError))
+}
+
+/// The result of one attempt with what is needed to record it.
+struct Settled {
+    chosen: Chosen,
+    result: Result<(Response<Incoming>, Lease), AttemptError>,
+    in_flight: Option<InFlight>,
+    latency: Duration,
+    hedge: bool,
+}
+
+async fn run_one(
+    pool: &Arc<Pool>,
+    out: &Outgoing,
+    chosen: Chosen,
+    timeouts: Timeouts,
+    hedge: bool,
+) -> Settled {
+    let in_flight = chosen.load.clone().map(InFlight::start);
+    let started = Instant::now();
+    let result = attempt(
+        pool,
+        out,
+        chosen.addr,
+        chosen.host_header.as_ref(),
+        timeouts,
+    )
+    .await;
+    Settled {
+        chosen,
+        result,
+        in_flight,
+        latency: started.elapsed(),
+        hedge,
+    }
+}
+
+/// What the loop does after an attempt settled.
+enum Next {
+    /// The request is over (a response, or an error that ends it). Boxed: it is built
+    /// once per request, and it keeps the common `Failed` path small.
+    Done(Box<Result<Success, ErrorKind>>),
+    /// The attempt failed with this upstream failure.
+    Failed(FailureKind),
+}
+
+struct Loop<'a, 'b> {
+    cx: &'a Context<'b>,
+    upstream: Option<&'a UpstreamRuntime>,
+    report: &'a mut Report,
+    first_region: Option<Arc<str>>,
+    first_tier: Option<u8>,
+}
+
+impl Loop<'_, '_> {
+    /// Record a settled attempt and report it to the driver.
+    fn settle(&mut self, settled: Settled) -> Next {
+        let Settled {
+            chosen,
+            result,
+            in_flight,
+            latency,
+            hedge,
+        } = settled;
+        let first_region = self
+            .first_region
+            .get_or_insert_with(|| chosen.region.clone());
+        if *first_region != chosen.region {
+            self.report.crossed_region = true;
+        }
+        let first_tier = *self.first_tier.get_or_insert(chosen.tier);
+        if chosen.tier != first_tier || chosen.crossed_tier {
+            self.report.crossed_tier = true;
+        }
+        let (outcome, next) = match result {
+            Ok((response, lease)) => {
+                let status = response.status().as_u16();
+                if let Some(load) = &chosen.load {
+                    balance::ewma::observe(load, latency, self.cx.clock.now());
+                }
+                (
+                    TryOutcome::Status(status),
+                    Next::Done(Box::new(Ok(Success {
+                        response,
+                        lease,
+                        in_flight,
+                        upstream_latency: latency,
+                    }))),
+                )
+            }
+            Err(AttemptError::Client(kind)) => {
+                // Not the upstream's fault: nothing to report to passive health.
+                drop(in_flight);
+                return Next::Done(Box::new(Err(kind)));
+            }
+            Err(AttemptError::Upstream(failure)) => {
+                drop(in_flight);
+                let (outcome, _, _) = failure_outcome(failure);
+                if outcome == TryOutcome::Timeout {
+                    self.report.try_timeouts += 1;
+                }
+                (outcome, Next::Failed(failure))
+            }
+        };
+        self.report.tries.push(TryRecord {
+            address: chosen.addr,
+            region: chosen.region.clone(),
+            tier: chosen.tier,
+            outcome,
+            latency,
+            hedge,
+        });
+        if let (Some(up), Some(key)) = (self.upstream, chosen.key) {
+            let attempt_outcome = match outcome {
+                TryOutcome::Status(code) => AttemptOutcome::Status(code),
+                TryOutcome::Timeout => AttemptOutcome::Timeout,
+                _ => AttemptOutcome::TcpFailure,
+            };
+            self.cx.events.report(Event::AttemptCompleted {
+                upstream: up.slot.name.clone(),
+                address: key,
+                outcome: attempt_outcome,
+                latency,
+            });
+        }
+        next
+    }
+}
+
+/// Forward `out` to `service`, retrying as allowed. Fills `report` as it goes.
+pub async fn forward(
+    cx: &Context<'_>,
+    service: &ServiceRuntime,
+    out: &Outgoing,
+    report: &mut Report,
+) -> Result<Success, ErrorKind> {
+    let timeouts = Timeouts {
+        connect: service.connect_timeout,
+        write: service.write_timeout,
+        read: service.read_timeout,
+    };
+    let source = match &service.target {
+        ServiceTarget::Upstream(up) => {
+            up.slot.deposit(cx.clock.now());
+            Source::Upstream {
+                up,
+                snapshot: up.slot.snapshot.load_full(),
+            }
+        }
+        ServiceTarget::Address { addr, host_header } => Source::Fixed {
+            addrs: Arc::from([*addr]),
+            start: 0,
+            host_header: host_header.clone(),
+        },
+        ServiceTarget::Dns {
+            host,
+            port,
+            host_header,
+        } => {
+            let addrs = cx
+                .dns
+                .resolve_service(host, *port)
+                .await
+                .map_err(|_| ErrorKind::NameResolutionFailed)?;
+            Source::Fixed {
+                start: (ids::entropy() % addrs.len().max(1) as u64) as usize,
+                addrs,
+                host_header: host_header.clone(),
+            }
+        }
+        ServiceTarget::Unsupported(_) => return Err(ErrorKind::UnsupportedUpstreamProtocol),
+    };
+    let upstream = match &source {
+        Source::Upstream { up, .. } => Some(*up),
+        Source::Fixed { .. } => None,
+    };
+    let idempotent = retry::is_idempotent(out.method.as_str());
+    let hedge_after = out
+        .hedge_after
+        .filter(|_| upstream.is_some() && idempotent && !out.body.is_streaming());
+
+    let mut lp = Loop {
+        cx,
+        upstream,
+        report,
+        first_region: None,
+        first_tier: None,
+    };
+    let mut tried = Tried::new();
+    let mut attempts: u32 = 0;
+    let mut last_error = ErrorKind::NoPeer;
+
+    loop {
+        let chosen = match source.choose(cx, out, &mut tried, attempts) {
+            Ok(chosen) => chosen,
+            Err(kind) => return Err(if attempts == 0 { kind } else { last_error }),
+        };
+        attempts += 1;
+
+        let failure = match hedge_after {
+            None => match lp.settle(run_one(cx.pool, out, chosen, timeouts, false).await) {
+                Next::Done(result) => return *result,
+                Next::Failed(failure) => failure,
+            },
+            Some(delay) => {
+                let first_id = Identity::of(&chosen);
+                let first_started = Instant::now();
+                let first = run_one(cx.pool, out, chosen, timeouts, false);
+                tokio::pin!(first);
+                let early = tokio::select! {
+                    settled = &mut first => Some(settled),
+                    _ = tokio::time::sleep(delay) => None,
+                };
+                let hedge = match (&early, upstream) {
+                    (None, Some(up)) if up.slot.try_withdraw(cx.clock.now()) => {
+                        source.choose(cx, out, &mut tried, attempts).ok()
+                    }
+                    _ => None,
+                };
+                let next = match (early, hedge) {
+                    (Some(settled), _) => lp.settle(settled),
+                    (None, None) => lp.settle(first.await),
+                    (None, Some(hedge_chosen)) => {
+                        attempts += 1;
+                        lp.report.hedged = true;
+                        let hedge_id = Identity::of(&hedge_chosen);
+                        let hedge_started = Instant::now();
+                        let second = run_one(cx.pool, out, hedge_chosen, timeouts, true);
+                        tokio::pin!(second);
+                        tokio::select! {
+                            settled = &mut first => {
+                                finish_race(&mut lp, settled, second, hedge_id, hedge_started, true).await
+                            }
+                            settled = &mut second => {
+                                finish_race(&mut lp, settled, first, first_id, first_started, false).await
+                            }
+                        }
+                    }
+                };
+                match next {
+                    Next::Done(result) => return *result,
+                    Next::Failed(failure) => failure,
+                }
+            }
+        };
+
+        last_error = failure_outcome(failure).2;
+        let replayable = out.body.available();
+        match retry::decide(&service.retry, attempts, &failure, idempotent, replayable) {
+            RetryDecision::Retry => {
+                if let Some(up) = upstream
+                    && !up.slot.try_withdraw(cx.clock.now())
+                {
+                    lp.report.retry_budget_exhausted = true;
+                    return Err(last_error);
+                }
+            }
+            RetryDecision::GiveUp(_) => return Err(last_error),
+        }
+    }
+}
+
+/// Enough of an attempt's address to record it as cancelled.
+struct Identity {
+    addr: SocketAddr,
+    region: Arc<str>,
+    tier: u8,
+}
+
+impl Identity {
+    fn of(chosen: &Chosen) -> Self {
+        Identity {
+            addr: chosen.addr,
+            region: chosen.region.clone(),
+            tier: chosen.tier,
+        }
+    }
+}
+
+/// One racer of a hedged pair settled: if it produced the answer, the other is dropped
+/// (cancelled); if it failed, wait for the other.
+async fn finish_race<F>(
+    lp: &mut Loop<'_, '_>,
+    settled: Settled,
+    other: std::pin::Pin<&mut F>,
+    other_id: Identity,
+    other_started: Instant,
+    other_is_hedge: bool,
+) -> Next
+where
+    F: std::future::Future<Output = Settled>,
+{
+    match lp.settle(settled) {
+        Next::Done(result) => {
+            lp.report.tries.push(TryRecord {
+                address: other_id.addr,
+                region: other_id.region,
+                tier: other_id.tier,
+                outcome: TryOutcome::Cancelled,
+                latency: other_started.elapsed(),
+                hedge: other_is_hedge,
+            });
+            Next::Done(result)
+        }
+        Next::Failed(_) => lp.settle(other.await),
+    }
+}

@@ -1,0 +1,231 @@
+//! Header rewriting between client and upstream, as Kong does it.
+//!
+//! Upstream request: hop-by-hop headers removed (RFC 9110 §7.6.1: `Connection`,
+//! `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` and every
+//! header named in `Connection`), `X-Forwarded-For` appended with the client address,
+//! `X-Forwarded-Proto/-Host/-Port/-Path` and `X-Real-IP` set by the gateway (Kong trusts
+//! none of the client's values by default: `trusted_ips` is empty), `Via` appended, the
+//! request id added, and `Host` chosen per `preserve_host` / `host_header` / target.
+//! Downstream response: hop-by-hop headers removed and `Via` appended.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Sluice-Request-Id`: sent upstream and back to the client (Kong: `X-Kong-Request-Id`).
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-sluice-request-id");
+/// Time to the upstream's response header, ms (Kong: `X-Kong-Upstream-Latency`).
+pub static UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-sluice-upstream-latency");
+/// Time spent in the gateway, ms (Kong: `X-Kong-Proxy-Latency`).
+pub static PROXY_LATENCY: HeaderName = HeaderName::from_static("x-sluice-proxy-latency");
+/// Latency of a response the gateway produced itself, ms (Kong: `X-Kong-Response-Latency`).
+pub static RESPONSE_LATENCY: HeaderName = HeaderName::from_static("x-sluice-response-latency");
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The `Via` token the gateway adds (`1.1 sluice`, like Kong's `1.1 kong/3.x`).
+pub const VIA_VALUE: &str = "1.1 sluice";
+
+/// Remove hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection go first, while the Connection header still exists.
+    let mut named: [Option<HeaderName>; 8] = Default::default();
+    let mut extra: Vec<HeaderName> = Vec::new();
+    let mut count = 0usize;
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(text) = value.to_str() else { continue };
+        for token in text.split(',') {
+            let token = token.trim();
+            if token.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                match named.get_mut(count) {
+                    Some(slot) => *slot = Some(name),
+                    None => extra.push(name),
+                }
+                count += 1;
+            }
+        }
+    }
+    for name in named.iter().flatten().chain(extra.iter()) {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Append `value` to a comma-separated header, or set it.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    let combined = match headers.get(name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => {
+            let mut s = String::with_capacity(existing.len() + 2 + value.len());
+            s.push_str(existing);
+            s.push_str(", ");
+            s.push_str(value);
+            HeaderValue::from_str(&s).ok()
+        }
+        _ => HeaderValue::from_str(value).ok(),
+    };
+    if let Some(v) = combined {
+        headers.insert(name.clone(), v);
+    }
+}
+
+/// What the gateway knows about the client connection and request.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientFacts<'a> {
+    pub client: SocketAddr,
+    pub listener_port: u16,
+    /// The client's `Host` without the port.
+    pub host: &'a str,
+    pub path: &'a str,
+    pub request_id: &'a HeaderValue,
+}
+
+/// Rewrite a client request's headers for the upstream (everything but `Host`).
+pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>) {
+    strip_hop_by_hop(headers);
+    let ip = facts.client.ip();
+    let ip_text = ip_string(ip);
+    append_list(headers, &X_FORWARDED_FOR, &ip_text);
+    if let Ok(v) = HeaderValue::from_str(&ip_text) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match HeaderValue::from_str(facts.host) {
+        Ok(v) => {
+            headers.insert(X_FORWARDED_HOST.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    headers.insert(
+        X_FORWARDED_PORT.clone(),
+        HeaderValue::from(facts.listener_port),
+    );
+    match HeaderValue::from_str(facts.path) {
+        Ok(v) => {
+            headers.insert(X_FORWARDED_PATH.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(&X_FORWARDED_PATH);
+        }
+    }
+    append_list(headers, &header::VIA, VIA_VALUE);
+    headers.insert(REQUEST_ID.clone(), facts.request_id.clone());
+}
+
+/// Rewrite an upstream response's headers for the client.
+pub fn prepare_client_response(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    append_list(headers, &header::VIA, VIA_VALUE);
+}
+
+fn ip_string(ip: IpAddr) -> String {
+    // An IPv4-mapped IPv6 client (dual-stack listener) is reported as plain IPv4, the
+    // way nginx's $remote_addr shows it.
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// The `Host` header for a target: host, plus `:port` unless it is the scheme's default.
+pub fn host_header_for(host: &str, port: u16) -> Option<HeaderValue> {
+    let bracketed = host.contains(':') && !host.starts_with('[');
+    let text = match (port, bracketed) {
+        (80, false) => return HeaderValue::from_str(host).ok(),
+        (80, true) => format!("[{host}]"),
+        (_, false) => format!("{host}:{port}"),
+        (_, true) => format!("[{host}]:{port}"),
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("proxy-connection", HeaderValue::from_static("close"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn forwarded_headers_follow_kong() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let id = HeaderValue::from_static("abc");
+        prepare_upstream_request(
+            &mut h,
+            &ClientFacts {
+                client: "192.0.2.7:5555".parse().unwrap(),
+                listener_port: 8000,
+                host: "api.example.com",
+                path: "/v1/x",
+                request_id: &id,
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert_eq!(
+            h["x-forwarded-proto"], "http",
+            "client values are not trusted"
+        );
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["x-forwarded-port"], "8000");
+        assert_eq!(h["x-forwarded-path"], "/v1/x");
+        assert_eq!(h["via"], "1.1 sluice");
+        assert_eq!(h["x-sluice-request-id"], "abc");
+    }
+
+    #[test]
+    fn host_header_appends_non_default_port() {
+        assert_eq!(host_header_for("a.example", 80).unwrap(), "a.example");
+        assert_eq!(
+            host_header_for("a.example", 8080).unwrap(),
+            "a.example:8080"
+        );
+        assert_eq!(host_header_for("::1", 8080).unwrap(), "[::1]:8080");
+    }
+}

@@ -1,0 +1,519 @@
+//! The request handler: route, prepare, forward, relay, record.
+//!
+//! A request loads the current [`Runtime`] once (one `ArcSwap` load, no lock) and uses
+//! that generation to the end. Every response, relayed or gateway-made, carries the
+//! request id, and every request produces exactly one [`RequestRecord`] when its
+//! response body ends (metrics hook and access log).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use sluice_core::topology::HashOn;
+use tokio::time::Instant;
+
+use crate::access_log::AccessLog;
+use crate::body::{self, ClientBody, Finish, ReadBody, ReadBodyError, UpstreamBody};
+use crate::driver::Core;
+use crate::error::{ErrorKind, error_body, error_content_type};
+use crate::forward::{self, Context, InFlight, Outgoing, OutgoingBody, Report};
+use crate::headers::{
+    self, ClientFacts, PROXY_LATENCY, REQUEST_ID, RESPONSE_LATENCY, UPSTREAM_LATENCY,
+};
+use crate::ids;
+use crate::pool::Pool;
+use crate::record::{RequestRecord, ResponseSource, RouteRef, ServiceRef};
+use crate::router::{RequestFacts, RouteMatch, upstream_path};
+use crate::runtime::{Runtime, ServiceTarget, UpstreamRuntime};
+
+/// Counters for `GET /status` (Kong's `server` object).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub total_requests: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_handled: AtomicU64,
+}
+
+/// Limits applied to client requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body accepted (Kong's `client_max_body_size`; `u64::MAX` = none,
+    /// Kong's default of 0 = unlimited).
+    pub max_request_body: u64,
+}
+
+/// Everything a request handler needs, shared by all connections.
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub core: Arc<Core>,
+    pub pool: Arc<Pool>,
+    pub limits: Limits,
+    pub access_log: Option<AccessLog>,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// The client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Finishes the record when the response body ends.
+struct Completion {
+    shared: Arc<Shared>,
+    record: RequestRecord,
+    started: Instant,
+    /// Held until the body ends so least-connections and P2C see the request as busy.
+    _in_flight: Option<InFlight>,
+}
+
+impl Finish for Completion {
+    fn finish(self: Box<Self>, bytes_out: u64, _clean: bool) {
+        let Completion {
+            shared,
+            mut record,
+            started,
+            _in_flight,
+        } = *self;
+        drop(_in_flight);
+        record.bytes_out = bytes_out;
+        record.request_latency = started.elapsed();
+        record.proxy_latency = record
+            .request_latency
+            .saturating_sub(record.upstream_latency.unwrap_or_default());
+        shared.core.metrics.on_request(&record);
+        if let Some(log) = &shared.access_log {
+            log.log(record);
+        }
+    }
+}
+
+fn millis_header(d: Duration) -> HeaderValue {
+    HeaderValue::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A gateway-made response (error or redirect) with the request id and latency.
+fn gateway_response(
+    shared: &Arc<Shared>,
+    kind: ErrorKind,
+    request_id: &HeaderValue,
+    started: Instant,
+    mut record: RequestRecord,
+) -> Response<ClientBody> {
+    let id = request_id.to_str().unwrap_or("");
+    let body = error_body(kind, id);
+    record.status = kind.status().as_u16();
+    record.source = ResponseSource::Gateway;
+    record.error = Some(kind);
+    let completion = Box::new(Completion {
+        shared: shared.clone(),
+        record,
+        started,
+        _in_flight: None,
+    });
+    let mut response = Response::new(ClientBody::full(body, Some(completion)));
+    *response.status_mut() = kind.status();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, error_content_type());
+    headers.insert(REQUEST_ID.clone(), request_id.clone());
+    headers.insert(RESPONSE_LATENCY.clone(), millis_header(started.elapsed()));
+    headers.insert(header::SERVER, HeaderValue::from_static("sluice"));
+    response
+}
+
+fn new_record(request_id: u128, method: &http::Method) -> RequestRecord {
+    RequestRecord {
+        request_id,
+        method: method.clone(),
+        route: None,
+        service: None,
+        upstream: None,
+        status: 0,
+        source: ResponseSource::Gateway,
+        tries: Default::default(),
+        request_latency: Duration::ZERO,
+        upstream_latency: None,
+        proxy_latency: Duration::ZERO,
+        bytes_in: 0,
+        bytes_out: 0,
+        crossed_region: false,
+        crossed_tier: false,
+        retry_budget_exhausted: false,
+        try_timeouts: 0,
+        hedged: false,
+        error: None,
+    }
+}
+
+fn apply_report(record: &mut RequestRecord, report: Report) {
+    record.tries = report.tries;
+    record.crossed_region = report.crossed_region;
+    record.crossed_tier = report.crossed_tier;
+    record.retry_budget_exhausted = report.retry_budget_exhausted;
+    record.try_timeouts = report.try_timeouts;
+    record.hedged = report.hedged;
+}
+
+/// Compute the consistent-hashing key of a request (Kong's `hash_on`, then
+/// `hash_fallback` when the first source is absent).
+fn hash_key(
+    up: &UpstreamRuntime,
+    client: SocketAddr,
+    headers: &HeaderMap,
+    uri: &Uri,
+    matched: &RouteMatch<'_>,
+) -> Option<u64> {
+    if !up.consistent_hashing {
+        return None;
+    }
+    let from = |on: &HashOn| -> Option<u64> {
+        use sluice_core::balance::hash::hash_key as h;
+        match on {
+            HashOn::None | HashOn::Consumer => None,
+            HashOn::Ip => Some(match client.ip() {
+                std::net::IpAddr::V4(v4) => h(&v4.octets()),
+                std::net::IpAddr::V6(v6) => h(&v6.octets()),
+            }),
+            HashOn::Header(name) => headers.get(name.as_str()).map(|v| h(v.as_bytes())),
+            HashOn::Cookie { name, .. } => headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| h(v.as_bytes())),
+            HashOn::Path => Some(h(uri.path().as_bytes())),
+            HashOn::QueryArg(name) => uri
+                .query()
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| h(v.as_bytes())),
+            HashOn::UriCapture(name) => matched
+                .captures
+                .iter()
+                .find(|(n, _)| n.as_deref() == Some(name.as_str()))
+                .map(|(_, v)| h(v.as_bytes())),
+        }
+    };
+    from(&up.hash_on).or_else(|| from(&up.hash_fallback))
+}
+
+/// Handle one client request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    request: Request<Incoming>,
+) -> Result<Response<ClientBody>, Infallible> {
+    let started = Instant::now();
+    shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
+    let runtime = shared.runtime.load_full();
+    let id = ids::new_request_id();
+    let request_id = ids::request_id_header(id);
+    let mut record = new_record(id, request.method());
+
+    let (parts, incoming) = request.into_parts();
+    let host_value = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let path = parts.uri.path();
+    let Some(matched) = runtime.router.find(RequestFacts {
+        method: &parts.method,
+        host: host_value,
+        path,
+        headers: &parts.headers,
+    }) else {
+        return Ok(gateway_response(
+            &shared,
+            ErrorKind::NoRouteMatched,
+            &request_id,
+            started,
+            record,
+        ));
+    };
+    let info = matched.info.clone();
+    record.route = Some(RouteRef {
+        index: info.route.index,
+        label: info.route.label.clone(),
+    });
+    record.service = info.service.as_ref().map(|s| ServiceRef {
+        index: s.index,
+        label: s.label.clone(),
+    });
+
+    if let Some(code) = info.https_redirect {
+        return Ok(https_redirect(
+            &shared,
+            code,
+            host_value,
+            &parts.uri,
+            &request_id,
+            started,
+            record,
+        ));
+    }
+    let Some(service) = info
+        .service
+        .as_ref()
+        .and_then(|s| runtime.services.get(s.index as usize))
+    else {
+        return Ok(gateway_response(
+            &shared,
+            ErrorKind::NoService,
+            &request_id,
+            started,
+            record,
+        ));
+    };
+    let upstream_rt = match &service.target {
+        ServiceTarget::Upstream(up) => {
+            record.upstream = Some(up.slot.name.clone());
+            Some(up.clone())
+        }
+        _ => None,
+    };
+
+    // Upstream path per strip_path / path_handling, query kept as is.
+    let mut target = upstream_path(
+        path,
+        matched.matched_len,
+        info.strip_path,
+        info.path_handling,
+        service.path.as_deref(),
+    );
+    if let Some(query) = parts.uri.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let Ok(uri) = Uri::try_from(target) else {
+        return Ok(gateway_response(
+            &shared,
+            ErrorKind::BadRequest,
+            &request_id,
+            started,
+            record,
+        ));
+    };
+    let hash = upstream_rt
+        .as_deref()
+        .and_then(|up| hash_key(up, conn.remote, &parts.headers, &parts.uri, &matched));
+    let hedge_after = info.hedge_after;
+    let preserve_host = info.preserve_host;
+    drop(matched);
+
+    // Body: reject by Content-Length early, then buffer up to the replay limit.
+    let declared_len = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|len| len > shared.limits.max_request_body) {
+        return Ok(gateway_response(
+            &shared,
+            ErrorKind::PayloadTooLarge,
+            &request_id,
+            started,
+            record,
+        ));
+    }
+    let body = match body::read_request_body(incoming, shared.limits.max_request_body).await {
+        Ok(ReadBody::Complete(bytes)) => {
+            record.bytes_in = bytes.len() as u64;
+            OutgoingBody::Replayable(bytes)
+        }
+        Ok(ReadBody::Partial { head, rest }) => {
+            record.bytes_in = declared_len.unwrap_or(head.len() as u64);
+            let remaining_limit = shared
+                .limits
+                .max_request_body
+                .saturating_sub(head.len() as u64);
+            OutgoingBody::Streaming(std::sync::Mutex::new(Some(UpstreamBody::Streaming {
+                head: Some(head),
+                rest,
+                remaining_limit,
+            })))
+        }
+        Err(ReadBodyError::TooLarge) => {
+            return Ok(gateway_response(
+                &shared,
+                ErrorKind::PayloadTooLarge,
+                &request_id,
+                started,
+                record,
+            ));
+        }
+        Err(ReadBodyError::TimedOut | ReadBodyError::Aborted) => {
+            return Ok(gateway_response(
+                &shared,
+                ErrorKind::ClientAborted,
+                &request_id,
+                started,
+                record,
+            ));
+        }
+    };
+
+    let preserved_host = if preserve_host {
+        parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        })
+    } else {
+        None
+    };
+    let mut headers = parts.headers;
+    let forwarded_host = host_value_without_port(&headers, &parts.uri);
+    headers::prepare_upstream_request(
+        &mut headers,
+        &ClientFacts {
+            client: conn.remote,
+            listener_port: conn.local.port(),
+            host: &forwarded_host,
+            path: parts.uri.path(),
+            request_id: &request_id,
+        },
+    );
+    headers.remove(header::HOST);
+    let outgoing = Outgoing {
+        method: parts.method,
+        uri,
+        headers,
+        preserved_host,
+        body,
+        hash_key: hash,
+        hedge_after,
+    };
+
+    let cx = Context {
+        pool: &shared.pool,
+        dns: &shared.core.dns,
+        events: &shared.core.events,
+        clock: &shared.core.clock,
+    };
+    let mut report = Report::default();
+    let result = forward::forward(&cx, service, &outgoing, &mut report).await;
+    apply_report(&mut record, report);
+    match result {
+        Err(kind) => Ok(gateway_response(
+            &shared,
+            kind,
+            &request_id,
+            started,
+            record,
+        )),
+        Ok(success) => {
+            let (mut parts, incoming) = success.response.into_parts();
+            headers::prepare_client_response(&mut parts.headers);
+            parts.version = Version::HTTP_11;
+            let upstream_latency = success.upstream_latency;
+            let proxy_latency = started.elapsed().saturating_sub(upstream_latency);
+            parts
+                .headers
+                .insert(UPSTREAM_LATENCY.clone(), millis_header(upstream_latency));
+            parts
+                .headers
+                .insert(PROXY_LATENCY.clone(), millis_header(proxy_latency));
+            parts.headers.insert(REQUEST_ID.clone(), request_id);
+            record.status = parts.status.as_u16();
+            record.source = ResponseSource::Upstream;
+            record.upstream_latency = Some(upstream_latency);
+            let completion = Box::new(Completion {
+                shared: shared.clone(),
+                record,
+                started,
+                _in_flight: success.in_flight,
+            });
+            let body = ClientBody::upstream(
+                incoming,
+                success.lease,
+                service.read_timeout,
+                Some(completion),
+            );
+            Ok(Response::from_parts(parts, body))
+        }
+    }
+}
+
+/// `X-Forwarded-Host`: the client's host without its port.
+fn host_value_without_port(headers: &HeaderMap, uri: &Uri) -> String {
+    let raw = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.host())
+        .unwrap_or("");
+    if raw.starts_with('[') {
+        match raw.find(']') {
+            Some(end) => raw.get(..=end).unwrap_or(raw).to_owned(),
+            None => raw.to_owned(),
+        }
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h).to_owned()
+    }
+}
+
+/// A route that only accepts HTTPS: Kong answers 426, or redirects when the route's
+/// `https_redirect_status_code` is a 3xx.
+fn https_redirect(
+    shared: &Arc<Shared>,
+    code: u16,
+    host: &str,
+    uri: &Uri,
+    request_id: &HeaderValue,
+    started: Instant,
+    record: RequestRecord,
+) -> Response<ClientBody> {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::UPGRADE_REQUIRED);
+    if !status.is_redirection() {
+        return gateway_response(
+            shared,
+            ErrorKind::HttpsRequired,
+            request_id,
+            started,
+            record,
+        );
+    }
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let location = format!(
+        "https://{host}{}",
+        uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut record = record;
+    record.status = code;
+    record.source = ResponseSource::Gateway;
+    let completion = Box::new(Completion {
+        shared: shared.clone(),
+        record,
+        started,
+        _in_flight: None,
+    });
+    let mut response = Response::new(ClientBody::full(Bytes::new(), Some(completion)));
+    *response.status_mut() = status;
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), request_id.clone());
+    response
+}
