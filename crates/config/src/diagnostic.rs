@@ -279,25 +279,31 @@ impl Diagnostics {
         root
     }
 
+    /// Kong's one-line summary: `declarative config is invalid: {...}`, the error tree in
+    /// Lua table syntax as Kong prints it.
+    pub fn kong_message(&self) -> String {
+        format!(
+            "declarative config is invalid: {}",
+            lua_table(&self.kong_fields())
+        )
+    }
+
     /// Kong's DB-less `POST /config` 400 body: `{"code":14, "name":"invalid declarative
     /// configuration", "message":"declarative config is invalid: {...}", "fields":{...}}`.
-    /// The message embeds the tree in Lua table syntax, as Kong prints it.
     pub fn to_kong_error(&self) -> Json {
-        let fields = self.kong_fields();
         json!({
             "code": 14,
             "name": "invalid declarative configuration",
-            "message": format!("declarative config is invalid: {}", lua_table(&fields)),
-            "fields": fields,
+            "message": self.kong_message(),
+            "fields": self.kong_fields(),
         })
     }
 
-    /// Kong's `?flatten_errors=1` body: `fields` stays empty (as in Kong's own unit test)
-    /// and `flattened_errors` lists each offending entity with its type (singular), name,
-    /// id, tags, the entity as written, and its errors (`field` with a dotted field name,
-    /// or `entity`). Problems outside any entity (e.g. `_format_version`) are listed with
-    /// an empty entity type.
-    pub fn to_kong_flattened(&self) -> Json {
+    /// Kong's `flattened_errors` list: each offending entity with its type (singular),
+    /// name, id, tags, the entity as written, and its errors (`field` with a dotted field
+    /// name and Kong's 1-based array positions, or `entity`). Problems outside any entity
+    /// (e.g. `_format_version`) are listed with an empty entity type.
+    pub fn kong_flattened_errors(&self) -> Vec<Json> {
         let mut groups: Vec<(Path, Vec<Json>)> = Vec::new();
         for diagnostic in self.errors() {
             let (entity_path, field) = split_entity(&diagnostic.segments);
@@ -314,13 +320,14 @@ impl Diagnostics {
                 None => groups.push((entity_path, vec![error])),
             }
         }
-        let flattened: Vec<Json> = groups
+        groups
             .into_iter()
             .map(|(entity_path, errors)| {
                 let entity = self
                     .tree
                     .as_ref()
-                    .and_then(|tree| lookup(tree, &entity_path));
+                    .and_then(|tree| lookup(tree, &entity_path))
+                    .filter(|_| !entity_path.is_root());
                 let field = |name: &str| {
                     entity
                         .and_then(|e| e.get(name))
@@ -336,13 +343,18 @@ impl Diagnostics {
                     "errors": errors,
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    /// Kong's `?flatten_errors=1` body: `fields` stays empty and the message carries an
+    /// empty tree (as in Kong's own unit test); the detail is in `flattened_errors`.
+    pub fn to_kong_flattened(&self) -> Json {
         json!({
             "code": 14,
             "name": "invalid declarative configuration",
             "message": "declarative config is invalid: {}",
             "fields": {},
-            "flattened_errors": flattened,
+            "flattened_errors": self.kong_flattened_errors(),
         })
     }
 }

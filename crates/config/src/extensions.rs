@@ -32,7 +32,11 @@ pub(crate) fn check_kong_tag(sink: &mut Sink, tag: &Sp<String>) -> bool {
                 "invalid tag '{}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences",
                 tag.value
             ),
-            "Sluice list values are separated with '|', e.g. sluice:retry-on=502|503",
+            if tag.value.contains(',') {
+                "Kong rejects ',' in tags; Sluice separates list values with '|', e.g. sluice:retry-on=502|503"
+            } else {
+                "remove the character; Kong rejects this tag"
+            },
         );
     }
     valid

@@ -112,7 +112,13 @@ pub(crate) fn validate(sink: &mut Sink, raw: &RawConfig, source: &str) -> Option
         }
     }
 
-    let plugins = plugins(sink, raw, &service_keys, &route_keys, &mut ids);
+    let plugins = plugins(
+        sink,
+        raw,
+        (&service_keys, &services),
+        (&route_keys, &routes),
+        &mut ids,
+    );
 
     if sink.has_errors() {
         return None;
@@ -1746,8 +1752,8 @@ const PROMETHEUS_FIELDS: &[&str] = &[
 fn plugins(
     sink: &mut Sink,
     raw: &RawConfig,
-    services: &KeyIndex,
-    routes: &KeyIndex,
+    (services, service_list): (&KeyIndex, &[Service]),
+    (routes, route_list): (&KeyIndex, &[Route]),
     ids: &mut IdRegistry,
 ) -> Vec<Plugin> {
     // (plugin, scope implied by nesting)
@@ -1833,10 +1839,18 @@ fn plugins(
             (Some(service), None) => PluginScope::Service(service),
             (None, None) => PluginScope::Global,
         };
+        // Kong's plugin cache key is name + route + service + consumer; keyed by the
+        // parent's id (not its position) so a derived plugin id survives reordering.
         let scope_key = match &scope {
             PluginScope::Global => "global".to_owned(),
-            PluginScope::Service(s) => format!("service:{s}"),
-            PluginScope::Route(r) => format!("route:{r}"),
+            PluginScope::Service(s) => format!(
+                "service:{}",
+                service_list.get(*s).map_or("", |svc| svc.id.as_str())
+            ),
+            PluginScope::Route(r) => format!(
+                "route:{}",
+                route_list.get(*r).map_or("", |route| route.id.as_str())
+            ),
         };
         if let Some(first) = scopes.get(&(name.value.clone(), scope_key.clone())) {
             sink.error_hint(
