@@ -67,6 +67,11 @@ pub enum Event {
         upstream: Arc<str>,
         target_index: u32,
         result: Result<Vec<ResolvedAddress>, String>,
+        /// Time to live of the answer (the smallest record TTL); `None` when the resolver
+        /// gave none (e.g. `/etc/hosts`). The controller re-resolves after it, clamped to
+        /// `controller::DNS_MIN_TTL..=controller::DNS_MAX_TTL`; failures retry after
+        /// `controller::DNS_RETRY`.
+        ttl: Option<Duration>,
     },
     ProbeCompleted {
         upstream: Arc<str>,

@@ -38,6 +38,10 @@
 //!   [`FLAP_DECAY_WINDOW`] without one halves it back towards `failback_hold_down`.
 //! - A tier that has never had capacity (addresses still resolving at start-up) is
 //!   admitted at once: there is no failure history to distrust.
+//! - Recovery is gated only while the admitted tiers can carry the whole load
+//!   (`Σ min(1, aᵢ × f) ≥ 1`). When they cannot — nothing admitted at all, or a
+//!   normalised split that overloads what is left — recovered capacity is admitted at
+//!   once: serving nothing, or overloading a remnant, is worse than risking a flap.
 //!
 //! ```text
 //!            recovery pending                 hold-down elapsed
@@ -485,6 +489,18 @@ impl FailoverEngine {
                 if *admitted > 0.0 {
                     *seasoned = true;
                 }
+            }
+        }
+        // Recovery is gated only while the admitted tiers can carry the whole load. When
+        // they cannot (an empty or normalised split), recovered capacity is admitted at
+        // once: serving nothing, or overloading what is left, is worse than a flap.
+        let admitted_capacity: f64 = capped(&self.admitted, policy.overprovisioning).iter().sum();
+        if admitted_capacity < 1.0 - EPSILON {
+            for (a, h) in self.admitted.iter_mut().zip(health) {
+                *a = a.max(*h);
+            }
+            if !matches!(self.phase, FailbackPhase::Idle) {
+                self.phase = FailbackPhase::Idle;
             }
         }
         let base = split(&self.admitted, policy.overprovisioning);

@@ -261,6 +261,12 @@ impl AddressHealth {
         self.state.is_healthy()
     }
 
+    /// Clear the counters but keep the state (a reload changed the upstream's health
+    /// settings: old counts were made against other thresholds).
+    pub fn reset_counters(&mut self) {
+        self.counters = HealthCounters::default();
+    }
+
     /// Feed one active probe result.
     pub fn on_probe(
         &mut self,
