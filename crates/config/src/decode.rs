@@ -111,7 +111,7 @@ pub(crate) fn type_error(sink: &mut Sink, node: &Node, path: &Path, expected: &s
     let found = match &node.value {
         Value::Str(s) => format!("found a string: {s:?}"),
         Value::Int(i) => format!("found an integer: {i}"),
-        Value::Float(f) => format!("found a number: {f}"),
+        Value::Float(f) => format!("found a number: {f:?}"),
         Value::Bool(b) => format!("found a boolean: {b}"),
         other => format!("found {}", other.kind_name()),
     };

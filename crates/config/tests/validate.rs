@@ -416,3 +416,27 @@ fn diagnostics_are_rendered_one_per_line_with_file_line_column() {
         "{text}"
     );
 }
+
+#[test]
+fn unquoted_format_version_is_a_number_and_rejected_like_kong() {
+    let Err(diagnostics) = parse("_format_version: 3.0\n", "kong.yml") else {
+        panic!("a numeric _format_version must be rejected");
+    };
+    assert_eq!(
+        diagnostics.to_string(),
+        "kong.yml:1:18: error: _format_version: expected a string (found a number: 3.0)"
+    );
+}
+
+#[test]
+fn yaml_merge_keys_and_aliases_resolve() {
+    let text = "_format_version: \"3.0\"\nx-defaults: &defaults\n  retries: 2\n";
+    assert!(parse(text, "k").is_err(), "unknown top-level keys stay errors");
+    let text = "_format_version: \"3.0\"\nservices:\n  - &base {name: a, host: a.example.com, retries: 2}\n  - <<: *base\n    name: b\n";
+    let config = match parse(text, "k") {
+        Ok(loaded) => loaded.config,
+        Err(d) => panic!("merge keys must work:\n{d}"),
+    };
+    let retries: Vec<u32> = config.services.iter().map(|s| s.retries).collect();
+    assert_eq!(retries, [2, 2]);
+}
