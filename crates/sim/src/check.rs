@@ -18,7 +18,7 @@
 //! 5. `unavailable_only_in_panic`: an unavailable address is picked only in panic mode, and
 //!    a pick flagged `panic` only happens in panic mode.
 //! 6. `retry_distinct`: a retry never goes to an address the request already tried.
-//! 7. `retry_budget`: retries in any budget window stay within
+//! 7. `retry_budget`: retries in any budget window (whole seconds) stay within
 //!    `ratio × requests + min_per_sec × window` (+1 for rounding).
 //! 8. `decision_per_change`: every change of traffic split is explained by exactly one
 //!    decision record whose before/after match the published split.
@@ -561,12 +561,17 @@ impl Checker {
         }
     }
 
+    /// Drops entries older than the budget's window. The window is whole seconds (the
+    /// current second and the `window − 1` before it), as the budget documents its
+    /// granularity; a millisecond-sliding window would count retries from a second the
+    /// budget has already forgotten.
     fn expire_window(&mut self, now: Instant) {
-        let window = self.policy.retry_window;
+        let window_secs = self.policy.retry_window.as_millis().div_ceil(1_000).max(1) as u64;
+        let oldest_second = (now.as_millis() / 1_000).saturating_sub(window_secs - 1);
         for times in [&mut self.request_times, &mut self.retry_times] {
             while times
                 .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+                .is_some_and(|t| t.as_millis() / 1_000 < oldest_second)
             {
                 times.pop_front();
             }

@@ -12,5 +12,7 @@ pub mod faults;
 pub mod log;
 pub mod queue;
 pub mod rng;
+pub mod runner;
 pub mod settings;
+pub mod sim;
 pub mod world;

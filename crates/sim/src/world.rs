@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sluice_core::Instant;
 use sluice_core::event::{AttemptOutcome, ProbeOutcome, ResolvedAddress};
+use sluice_core::retry::FailureKind;
 use sluice_core::topology::{ActiveHealthCheck, ProbeType, TargetSpec};
 
 use crate::faults::{Fault, FaultKind};
@@ -105,6 +106,15 @@ pub struct Condition {
     pub traffic_error_ppm: u32,
     /// Probes get 503 even though traffic is fine.
     pub probes_fail: bool,
+}
+
+/// One attempt's answer: what the controller is told, what the data plane saw (for the
+/// retry decision: a connect timeout sent nothing, a read timeout may have), and when.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttemptResult {
+    pub outcome: AttemptOutcome,
+    pub failure: FailureKind,
+    pub latency_ms: u64,
 }
 
 /// The simulated world.
@@ -305,31 +315,54 @@ impl World {
     }
 
     /// What one proxied attempt to `addr` gets, and how long it takes.
-    pub fn attempt(&self, rng: &mut Rng, addr: SocketAddr, now: Instant) -> (AttemptOutcome, u64) {
+    pub fn attempt(&self, rng: &mut Rng, addr: SocketAddr, now: Instant) -> AttemptResult {
+        let result = |outcome, failure, latency_ms| AttemptResult {
+            outcome,
+            failure,
+            latency_ms,
+        };
         let Some(target) = self.target_of(addr) else {
-            return (AttemptOutcome::TcpFailure, 1);
+            return result(AttemptOutcome::TcpFailure, FailureKind::ConnectError, 1);
         };
         let condition = self.condition(target, now);
         if condition.blackhole {
-            return (AttemptOutcome::Timeout, self.attempt_timeout_ms);
+            // Dropped SYNs: the connect itself times out, nothing was sent.
+            return result(
+                AttemptOutcome::Timeout,
+                FailureKind::ConnectTimeout,
+                self.attempt_timeout_ms,
+            );
         }
         if condition.refused {
             // A refusal costs one round trip.
             let rtt = self
                 .draw_latency_ms(rng, target, 0)
                 .min(self.attempt_timeout_ms);
-            return (AttemptOutcome::TcpFailure, rtt);
+            return result(AttemptOutcome::TcpFailure, FailureKind::ConnectRefused, rtt);
         }
         let latency = self.draw_latency_ms(rng, target, condition.extra_latency_ms);
         if latency >= self.attempt_timeout_ms {
-            return (AttemptOutcome::Timeout, self.attempt_timeout_ms);
+            // Connected and sent, but no response header in time.
+            return result(
+                AttemptOutcome::Timeout,
+                FailureKind::ReadTimeout,
+                self.attempt_timeout_ms,
+            );
         }
         if condition.traffic_error_ppm > 0
             && rng.below(1_000_000) < u64::from(condition.traffic_error_ppm)
         {
-            return (AttemptOutcome::Status(500), latency);
+            return result(
+                AttemptOutcome::Status(500),
+                FailureKind::Status(500),
+                latency,
+            );
         }
-        (AttemptOutcome::Status(200), latency)
+        result(
+            AttemptOutcome::Status(200),
+            FailureKind::Status(200),
+            latency,
+        )
     }
 
     /// What one active probe of `addr` gets, and how long it takes. Probes see
@@ -451,17 +484,17 @@ mod tests {
         let healthy = world.targets[1].addresses[0];
         let dark = world.targets[3].addresses[0];
         assert_eq!(
-            world.attempt(&mut rng, gray, at(5)).0,
+            world.attempt(&mut rng, gray, at(5)).outcome,
             AttemptOutcome::Status(500)
         );
         assert_eq!(
-            world.attempt(&mut rng, healthy, at(5)).0,
+            world.attempt(&mut rng, healthy, at(5)).outcome,
             AttemptOutcome::Status(200)
         );
-        assert_eq!(
-            world.attempt(&mut rng, dark, at(5)),
-            (AttemptOutcome::Timeout, ATTEMPT_TIMEOUT_MS)
-        );
+        let dark_attempt = world.attempt(&mut rng, dark, at(5));
+        assert_eq!(dark_attempt.outcome, AttemptOutcome::Timeout);
+        assert_eq!(dark_attempt.failure, FailureKind::ConnectTimeout);
+        assert_eq!(dark_attempt.latency_ms, ATTEMPT_TIMEOUT_MS);
         assert_eq!(
             world.probe(&mut rng, healthy, &check, at(5)).0,
             ProbeOutcome::Status(503),
@@ -473,7 +506,7 @@ mod tests {
         );
         // After the window everything is healthy again.
         assert_eq!(
-            world.attempt(&mut rng, gray, at(10_000)).0,
+            world.attempt(&mut rng, gray, at(10_000)).outcome,
             AttemptOutcome::Status(200)
         );
         assert_eq!(
@@ -497,9 +530,12 @@ mod tests {
         ]);
         let mut rng = Rng::from_u64(2);
         let slow = world.targets[1].addresses[0];
+        let slow_attempt = world.attempt(&mut rng, slow, at(1));
+        assert_eq!(slow_attempt.outcome, AttemptOutcome::Timeout);
         assert_eq!(
-            world.attempt(&mut rng, slow, at(1)).0,
-            AttemptOutcome::Timeout
+            slow_attempt.failure,
+            FailureKind::ReadTimeout,
+            "the request was sent"
         );
         assert!(world.resolve(2, at(1)).is_err());
         let answer = world.resolve(2, at(1_000)).unwrap();

@@ -53,7 +53,11 @@ fn explain(sim: &Sim) -> String {
 }
 
 fn assert_safe(sim: &Sim) {
-    assert!(sim.violations().is_empty(), "safety violations:\n{}", explain(sim));
+    assert!(
+        sim.violations().is_empty(),
+        "safety violations:\n{}",
+        explain(sim)
+    );
 }
 
 fn assert_live(sim: &mut Sim) {
@@ -72,7 +76,11 @@ fn decisions_between(sim: &Sim, kind: DecisionKind, from: Instant, to: Instant) 
 
 fn tier_share(stats: &Stats, tier: u8) -> f64 {
     let total: u64 = stats.first_attempts_by_tier.values().sum();
-    let tier_count = stats.first_attempts_by_tier.get(&tier).copied().unwrap_or(0);
+    let tier_count = stats
+        .first_attempts_by_tier
+        .get(&tier)
+        .copied()
+        .unwrap_or(0);
     tier_count as f64 / total.max(1) as f64
 }
 
@@ -95,7 +103,11 @@ fn primary_blackout_fails_over_without_client_errors_and_fails_back_along_the_ra
     sim.run_until(secs(60));
     let healthy = sim.stats().clone();
     assert_eq!(healthy.client_errors, 0, "{}", explain(&sim));
-    assert_eq!(tier_share(&healthy, 0), 1.0, "all traffic home while healthy");
+    assert_eq!(
+        tier_share(&healthy, 0),
+        1.0,
+        "all traffic home while healthy"
+    );
 
     sim.run_until(secs(180));
     let outage = sim.stats().since(&healthy);
@@ -105,16 +117,34 @@ fn primary_blackout_fails_over_without_client_errors_and_fails_back_along_the_ra
         "no client errors during the blackout: {outage:?}\n{}",
         explain(&sim)
     );
-    assert!(outage.retries_crossing_tier > 0, "retries crossed regions: {outage:?}");
+    assert!(
+        outage.retries_crossing_tier > 0,
+        "retries crossed regions: {outage:?}"
+    );
     let failovers = decisions_between(&sim, DecisionKind::Failover, secs(60), secs(180));
-    assert_eq!(failovers.len(), 1, "one failover: {failovers:?}\n{}", explain(&sim));
-    assert!(failovers[0] <= secs(65), "detected within 5 s: {failovers:?}");
+    assert_eq!(
+        failovers.len(),
+        1,
+        "one failover: {failovers:?}\n{}",
+        explain(&sim)
+    );
+    assert!(
+        failovers[0] <= secs(65),
+        "detected within 5 s: {failovers:?}"
+    );
     let snapshot = sim.snapshot().expect("published").clone();
     assert_eq!(snapshot.mode, Mode::FailedOver);
 
-    sim.run_until(secs(180) + policy.failback_hold_down + policy.failback_ramp + Duration::from_secs(20));
+    sim.run_until(
+        secs(180) + policy.failback_hold_down + policy.failback_ramp + Duration::from_secs(20),
+    );
     let starts = decisions_between(&sim, DecisionKind::FailbackStart, secs(180), sim.now());
-    assert_eq!(starts.len(), 1, "one failback: {starts:?}\n{}", explain(&sim));
+    assert_eq!(
+        starts.len(),
+        1,
+        "one failback: {starts:?}\n{}",
+        explain(&sim)
+    );
     let start = starts[0];
     assert!(
         start >= secs(180) + policy.failback_hold_down,
@@ -129,16 +159,28 @@ fn primary_blackout_fails_over_without_client_errors_and_fails_back_along_the_ra
     assert_eq!(completes.len(), 1, "{}", explain(&sim));
     let ramp_took = completes[0].saturating_duration_since(start);
     assert!(
-        ramp_took >= policy.failback_ramp.mul_f64(0.8) && ramp_took <= policy.failback_ramp + Duration::from_secs(2),
+        ramp_took >= policy.failback_ramp.mul_f64(0.8)
+            && ramp_took <= policy.failback_ramp + Duration::from_secs(2),
         "ramp took {ramp_took:?}, configured {:?}",
         policy.failback_ramp
     );
     let mut tier0_along_ramp = Vec::new();
-    for record in sim.decisions().iter().filter(|d| d.at >= start && d.at <= completes[0]) {
-        let tier0 = record.after.iter().find(|t| t.tier == 0).map_or(0, |t| t.share_ppm);
+    for record in sim
+        .decisions()
+        .iter()
+        .filter(|d| d.at >= start && d.at <= completes[0])
+    {
+        let tier0 = record
+            .after
+            .iter()
+            .find(|t| t.tier == 0)
+            .map_or(0, |t| t.share_ppm);
         tier0_along_ramp.push(tier0);
     }
-    assert!(tier0_along_ramp.len() >= 3, "a ramp has steps: {tier0_along_ramp:?}");
+    assert!(
+        tier0_along_ramp.len() >= 3,
+        "a ramp has steps: {tier0_along_ramp:?}"
+    );
     assert!(
         tier0_along_ramp.windows(2).all(|w| w[0] <= w[1]),
         "tier 0 share only grows along the ramp: {tier0_along_ramp:?}"
@@ -172,7 +214,12 @@ fn flapping_primary_fails_over_once_and_does_not_oscillate() {
     sim.run_until(secs(630));
     let failovers = decisions_between(&sim, DecisionKind::Failover, secs(0), secs(630));
     let failback_starts = decisions_between(&sim, DecisionKind::FailbackStart, secs(0), secs(630));
-    assert_eq!(failovers.len(), 1, "one failover: {failovers:?}\n{}", explain(&sim));
+    assert_eq!(
+        failovers.len(),
+        1,
+        "one failover: {failovers:?}\n{}",
+        explain(&sim)
+    );
     assert!(
         failback_starts.is_empty(),
         "no failback while flapping: {failback_starts:?}\n{}",
@@ -199,7 +246,16 @@ fn flapping_primary_fails_over_once_and_does_not_oscillate() {
 /// spill, which the run must show within a percentage point.
 #[test]
 fn one_of_three_primaries_down_leaks_nothing_while_capacity_suffices() {
-    let down = || vec![fault(FaultKind::TargetDown { target: 0, refused: true }, 60, 300)];
+    let down = || {
+        vec![fault(
+            FaultKind::TargetDown {
+                target: 0,
+                refused: true,
+            },
+            60,
+            300,
+        )]
+    };
     let mut config = scripted(down(), 300);
     config.settings.failover.overprovisioning = 1.5;
     let mut sim = Sim::new(config);
@@ -211,7 +267,10 @@ fn one_of_three_primaries_down_leaks_nothing_while_capacity_suffices() {
         "nothing reached the secondary: {stats:?}\n{}",
         explain(&sim)
     );
-    assert_eq!(stats.client_errors, 0, "refusals are retried on the other primaries");
+    assert_eq!(
+        stats.client_errors, 0,
+        "refusals are retried on the other primaries"
+    );
     assert_live(&mut sim);
 
     let mut config = scripted(down(), 300);
@@ -339,14 +398,21 @@ fn reload_mid_failover_keeps_health_and_split() {
     sim.run_until(secs(240));
     let reloaded = sim.stats().since(&before);
     assert_eq!(
-        reloaded.first_attempts_by_tier.get(&0).copied().unwrap_or(0),
+        reloaded
+            .first_attempts_by_tier
+            .get(&0)
+            .copied()
+            .unwrap_or(0),
         0,
         "no request sent to the dark region after the reload: {reloaded:?}\n{}",
         explain(&sim)
     );
     assert_eq!(reloaded.client_errors, 0, "{}", explain(&sim));
     let spare = addr(&sim, 6);
-    assert!(reloaded.attempts_to(spare) > 1_000, "spare took traffic: {reloaded:?}");
+    assert!(
+        reloaded.attempts_to(spare) > 1_000,
+        "spare took traffic: {reloaded:?}"
+    );
     assert_eq!(sim.snapshot().map(|s| s.mode), Some(Mode::FailedOver));
     let after_restore = sim.stats().clone();
     sim.run_until(secs(300));
@@ -361,7 +427,16 @@ fn reload_mid_failover_keeps_health_and_split() {
 /// under round-robin with adaptive weights, under 25%.
 #[test]
 fn slow_target_loses_share_under_latency_and_adaptive_weights() {
-    let slow = || vec![fault(FaultKind::TargetSlow { target: 0, extra_ms: 200 }, 0, 300)];
+    let slow = || {
+        vec![fault(
+            FaultKind::TargetSlow {
+                target: 0,
+                extra_ms: 200,
+            },
+            0,
+            300,
+        )]
+    };
     for (algorithm, adaptive, bound) in [
         (Algorithm::Latency, false, 0.05),
         (Algorithm::RoundRobin, true, 0.25),
@@ -393,7 +468,10 @@ fn slow_target_loses_share_under_latency_and_adaptive_weights() {
 /// probes recover, traffic returns after the hold-down.
 #[test]
 fn probes_failing_while_traffic_succeeds_fails_over_cleanly() {
-    let config = scripted(vec![fault(FaultKind::ProbesFail { region: 0 }, 60, 200)], 200);
+    let config = scripted(
+        vec![fault(FaultKind::ProbesFail { region: 0 }, 60, 200)],
+        200,
+    );
     let mut sim = Sim::new(config);
     sim.run_until(secs(200));
     let failovers = decisions_between(&sim, DecisionKind::Failover, secs(60), secs(200));
@@ -428,6 +506,9 @@ fn operator_drain_during_failover_is_obeyed() {
     assert_eq!(drained.client_errors, 0, "{}", explain(&sim));
     let back = sim.stats().clone();
     sim.run_until(secs(200));
-    assert!(sim.stats().since(&back).attempts_to(t3) > 1_000, "undrained target serves again");
+    assert!(
+        sim.stats().since(&back).attempts_to(t3) > 1_000,
+        "undrained target serves again"
+    );
     assert_live(&mut sim);
 }

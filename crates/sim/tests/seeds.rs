@@ -33,7 +33,10 @@ fn ci_seed_range_passes_safety_and_liveness() {
             failures.push(report);
         }
     }
-    assert!(requests > CI_SEED_COUNT * 30_000, "traffic actually flowed: {requests}");
+    assert!(
+        requests > CI_SEED_COUNT * 30_000,
+        "traffic actually flowed: {requests}"
+    );
     if let Some(first) = failures.first() {
         let seeds: Vec<u64> = failures.iter().map(|r| r.seed).collect();
         panic!(
