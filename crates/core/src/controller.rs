@@ -220,6 +220,8 @@ enum Cause {
     Dns {
         target: String,
     },
+    /// Attempts on a recovering tier failed often enough to abort the failback ramp.
+    RampErrors,
     Timer,
 }
 
@@ -237,6 +239,7 @@ impl Cause {
             Cause::Operator { actor, what } => format!("operator {actor}: {what}"),
             Cause::Reload => "configuration reloaded".to_string(),
             Cause::Dns { target } => format!("DNS answer for {target} changed the addresses"),
+            Cause::RampErrors => "attempt errors on the recovering tiers".to_string(),
             Cause::Timer => "timer".to_string(),
         }
     }
@@ -1160,7 +1163,7 @@ impl UpstreamState {
             .tier_position(tier)
             .is_some_and(|pos| self.engine.record_attempt(&policy, pos, failed));
         if cause.is_none() && abort_due {
-            cause = Some(Cause::Timer);
+            cause = Some(Cause::RampErrors);
         }
         if let Some(cause) = cause {
             self.refresh(now, cause, shared, out);

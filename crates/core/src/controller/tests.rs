@@ -787,22 +787,73 @@ fn reload_keeps_health_ejection_and_load() {
 
 #[test]
 fn reload_that_changes_the_split_is_recorded() {
+    // The unhealthy address gets three times the weight: tier 0's healthy share falls
+    // from 1/2 to 1/4 because of the reload alone.
     let mut reloaded = two_regions();
-    reloaded.targets.truncate(1);
-    reloaded.targets.push(target("10.0.1.1:80", 1, "west", 100));
-    reloaded.targets.push(target("10.0.0.9:80", 0, "east", 300));
-    check_with(
+    if let Some(first) = reloaded.targets.first_mut() {
+        first.weight = 300;
+    }
+    let h = check_with(
         two_regions(),
         &[("heavy", reloaded)],
         "
-        at 0.5s down 10.0.0.9:80
-        at 1s reload heavy
-        run 3.5s
+        at 0.5s down 10.0.0.1:80
+        run 3s
+        at 3s reload heavy
+        run 4s
         ",
         "
-        3s health 10.0.0.9:80 unhealthy
-        3s spill 100/0 -> 35/65 FailedOver
+        2s health 10.0.0.1:80 unhealthy
+        2s spill 100/0 -> 70/30 FailedOver
+        3s config_reload 70/30 -> 35/65 FailedOver
         ",
+    );
+    // The address kept its health across the reload (no probe round had to re-learn it).
+    let s = snapshot(&h);
+    assert_eq!(
+        s.addresses.first().map(|a| (a.weight, a.unavailable)),
+        Some((300, Some(Unavailable::Unhealthy)))
+    );
+}
+
+#[test]
+fn health_drop_during_ramp_aborts_and_lengthens_hold_down() {
+    let h = check(
+        two_regions(),
+        "
+        at 0.5s down 10.0.0.1:80
+        at 0.5s down 10.0.0.2:80
+        run 10s
+        at 10.5s up 10.0.0.1:80
+        at 10.5s up 10.0.0.2:80
+        run 45s
+        at 45.5s down 10.0.0.2:80
+        run 48s
+        ",
+        "
+        2s health 10.0.0.1:80 unhealthy
+        2s spill 100/0 -> 70/30 FailedOver
+        2s health 10.0.0.2:80 unhealthy
+        2s failover 70/30 -> 0/100 FailedOver
+        12s health 10.0.0.1:80 healthy
+        12s health 10.0.0.2:80 healthy
+        42s failback_start 0/100 -> 5/95 FailingBack
+        45s failback_step 5/95 -> 14.5/85.5 FailingBack
+        47s health 10.0.0.2:80 unhealthy
+        47s failback_aborted 14.5/85.5 -> 0/100 FailedOver
+        ",
+    );
+    let status = h.controller.upstream_status("api", h.now);
+    assert_eq!(
+        status.as_ref().map(|s| s.hold_down),
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(
+        status.map(|s| s.failback),
+        Some(FailbackPhase::HoldDown {
+            since: Instant::from_millis(47_000),
+            until: Instant::from_millis(107_000)
+        })
     );
 }
 
