@@ -104,6 +104,14 @@ struct Builder {
 /// result is independent of the order of `members` (they are sorted by key first).
 /// A non-prime `size` still terminates (a member whose permutation cycles over full
 /// entries probes linearly), but balances worse.
+///
+/// Which weights to pass: every change of a member's weight rebuilds the table and remaps
+/// the keys whose entries changed hands, so weights that move on every refresh (slow
+/// start, adaptive weights) make keys wander during the ramp. Passing the configured
+/// weight of every usable member (0 for unusable ones) keeps keys where they are until
+/// membership changes; passing effective weights instead gives hashing a gradual slow
+/// start at the price of that churn. Envoy makes the first choice (no slow start for
+/// Maglev or ring hash).
 pub fn maglev_table(members: &[(u32, u32, &str)], size: u32) -> Vec<u32> {
     let m = u64::from(size);
     let mut live: Vec<(u32, u32, &str)> = members.iter().copied().filter(|m| m.1 > 0).collect();
