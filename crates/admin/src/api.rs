@@ -503,10 +503,10 @@ fn target_health(target: &TargetSpec, addresses: &[&AddressView], checks_on: boo
 /// whether an address came from SRV, so Sluice always reports "A".
 const DNS_RECORD_KIND: &str = "A";
 
-fn addresses_of<'s>(
-    snapshot: Option<&'s UpstreamSnapshot>,
+fn addresses_of(
+    snapshot: Option<&UpstreamSnapshot>,
     target_index: usize,
-) -> Vec<&'s AddressView> {
+) -> Vec<&AddressView> {
     snapshot
         .map(|s| {
             s.addresses

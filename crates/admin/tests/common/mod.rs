@@ -221,16 +221,14 @@ pub enum Scenario {
     FailedOver,
 }
 
+/// Where an address sits: (address, target index, weight, tier, region).
+type Placement<'a> = (&'a str, u32, u32, u8, &'a str);
+
 fn address(
-    addr: &str,
-    target_index: u32,
-    weight: u32,
-    tier: u8,
-    region: &str,
+    (addr, target_index, weight, tier, region): Placement<'_>,
     health: HealthStatus,
     unavailable: Option<Unavailable>,
-    ewma_ms: f64,
-    in_flight: u32,
+    (ewma_ms, in_flight): (f64, u32),
 ) -> AddressView {
     let load = AddressLoad::default();
     load.store_ewma(ewma_ms * 1000.0, Instant::from_millis(60_000));
@@ -275,61 +273,36 @@ pub fn snapshots(scenario: Scenario) -> Vec<Arc<UpstreamSnapshot>> {
         addresses: vec![
             if failed {
                 address(
-                    PRIMARY_A,
-                    0,
-                    100,
-                    0,
-                    "eu-west",
+                    (PRIMARY_A, 0, 100, 0, "eu-west"),
                     HealthStatus::Unhealthy,
                     Some(Unavailable::Ejected { until_ms: 90_000 }),
-                    812.0,
-                    0,
+                    (812.0, 0),
                 )
             } else {
                 address(
-                    PRIMARY_A,
-                    0,
-                    100,
-                    0,
-                    "eu-west",
+                    (PRIMARY_A, 0, 100, 0, "eu-west"),
                     HealthStatus::Healthy,
                     None,
-                    4.25,
-                    3,
+                    (4.25, 3),
                 )
             },
             address(
-                PRIMARY_B,
-                1,
-                100,
-                0,
-                "eu-west",
+                (PRIMARY_B, 1, 100, 0, "eu-west"),
                 HealthStatus::Healthy,
                 None,
-                3.5,
-                2,
+                (3.5, 2),
             ),
             address(
-                BACKUP,
-                2,
-                100,
-                1,
-                "us-east",
+                (BACKUP, 2, 100, 1, "us-east"),
                 HealthStatus::Healthy,
                 None,
-                71.0,
-                if failed { 4 } else { 0 },
+                (71.0, if failed { 4 } else { 0 }),
             ),
             address(
-                DISABLED,
-                3,
-                0,
-                1,
-                "us-east",
+                (DISABLED, 3, 0, 1, "us-east"),
                 HealthStatus::HealthchecksOff,
                 Some(Unavailable::ZeroWeight),
-                0.0,
-                0,
+                (0.0, 0),
             ),
         ],
         tiers: if failed {
@@ -356,15 +329,10 @@ pub fn snapshots(scenario: Scenario) -> Vec<Arc<UpstreamSnapshot>> {
         name: "static-up".into(),
         algorithm: Algorithm::ConsistentHashing,
         addresses: vec![address(
-            "127.0.0.1:9301",
-            0,
-            50,
-            0,
-            "default",
+            ("127.0.0.1:9301", 0, 50, 0, "default"),
             HealthStatus::HealthchecksOff,
             None,
-            1.0,
-            0,
+            (1.0, 0),
         )],
         tiers: vec![tier(0, "default", vec![0], 1_000_000, 1.0)],
         mode: Mode::Normal,
