@@ -493,6 +493,10 @@ fn counters<const N: usize>() -> [Counter; N] {
     std::array::from_fn(|_| Counter::default())
 }
 
+/// Cap on one observation's contribution to a histogram's sum: a day. No real request
+/// lasts that long, and the cap keeps one absurd duration from wrapping the `u64` sum.
+const MAX_OBSERVATION_US: u64 = 24 * 3600 * 1_000_000;
+
 /// A histogram over fixed millisecond bounds, without a lock: one counter per bucket
 /// (not cumulative; the encoder accumulates) plus the sum in microseconds. The count is
 /// the sum of the buckets, so `_count` always equals the `+Inf` bucket.
@@ -523,7 +527,7 @@ impl Histogram {
         if let Some(bucket) = self.buckets.get(slot) {
             bucket.inc();
         }
-        self.sum_us.add(us);
+        self.sum_us.add(us.min(MAX_OBSERVATION_US));
     }
 
     fn count(&self) -> u64 {
@@ -1742,4 +1746,107 @@ fn random_node_id() -> String {
         low >> 48,
         low & 0xffff_ffff_ffff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_is_sorted_unique_and_maps_unknown_codes_to_other() {
+        assert!(STATUS_CODES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(status_label(status_slot(200)), "200");
+        assert_eq!(status_label(status_slot(499)), "499");
+        for code in [0, 99, 299, 600, 999, u16::MAX] {
+            assert_eq!(status_label(status_slot(code)), "other", "{code}");
+        }
+        assert_eq!(CLASSES[class_slot(503)], "5xx");
+        assert_eq!(CLASSES[class_slot(100)], "1xx");
+        assert_eq!(CLASSES[class_slot(600)], "other");
+        assert_eq!(CLASSES[class_slot(99)], "other");
+    }
+
+    #[test]
+    fn histogram_buckets_are_inclusive_upper_bounds() {
+        let h = Histogram::new(UPSTREAM_LATENCY_BUCKETS_MS);
+        h.observe(Duration::from_millis(25)); // le="25"
+        h.observe(Duration::from_micros(25_001)); // le="50"
+        h.observe(Duration::ZERO); // le="25"
+        h.observe(Duration::from_secs(61)); // +Inf
+        h.observe(Duration::MAX); // +Inf; its sum contribution is capped, not wrapped
+        let counts: Vec<u64> = h.buckets.iter().map(Counter::get).collect();
+        assert_eq!(counts.first(), Some(&2));
+        assert_eq!(counts.get(1), Some(&1));
+        assert_eq!(counts.last(), Some(&2));
+        assert_eq!(h.count(), 5);
+        assert_eq!(
+            h.sum_us.get(),
+            25_000 + 25_001 + 61_000_000 + MAX_OBSERVATION_US
+        );
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("line\nbreak"), "line\\nbreak");
+        assert_eq!(escape_help("x\\y\nz"), "x\\\\y\\nz");
+    }
+
+    #[test]
+    fn floats_print_in_prometheus_syntax() {
+        let render = |v: f64| {
+            let mut s = String::new();
+            write_float(&mut s, v);
+            s
+        };
+        assert_eq!(render(0.0125), "0.0125");
+        assert_eq!(render(1.0), "1");
+        assert_eq!(render(f64::INFINITY), "+Inf");
+        assert_eq!(render(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(render(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn random_node_ids_are_uuid_v4_shaped_and_differ() {
+        let (a, b) = (random_node_id(), random_node_id());
+        assert_ne!(a, b);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{a}");
+        assert_eq!(a.chars().nth(14), Some('4'), "version nibble: {a}");
+        assert!(
+            matches!(a.chars().nth(19), Some('8' | '9' | 'a' | 'b')),
+            "variant: {a}"
+        );
+    }
+
+    #[test]
+    fn family_names_are_unique_and_prefixed_by_origin() {
+        let mut names: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), FAMILIES.len());
+        for f in FAMILIES {
+            let prefix = match f.origin {
+                Origin::Kong => "kong_",
+                Origin::Sluice => "sluice_",
+            };
+            assert!(f.name.starts_with(prefix), "{}", f.name);
+            if f.origin == Origin::Sluice && f.kind == MetricType::Counter {
+                assert!(f.name.ends_with("_total"), "{}", f.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_markdown_reference_has_one_row_per_family() {
+        let doc = reference_markdown();
+        for f in FAMILIES {
+            assert_eq!(
+                doc.matches(&format!("| `{}` |", f.name)).count(),
+                1,
+                "{}",
+                f.name
+            );
+        }
+    }
 }
