@@ -40,6 +40,28 @@ pub struct ConfigRejection {
     pub flattened_errors: Vec<Value>,
 }
 
+impl From<&sluice_config::Diagnostics> for ConfigRejection {
+    /// The config crate owns Kong's error wording and nesting; this only picks the parts
+    /// the Admin API serves in each mode.
+    fn from(diagnostics: &sluice_config::Diagnostics) -> Self {
+        let nested = diagnostics.to_kong_error();
+        let flattened = diagnostics.to_kong_flattened();
+        ConfigRejection {
+            message: nested
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("declarative config is invalid")
+                .to_owned(),
+            fields: diagnostics.kong_fields(),
+            flattened_errors: flattened
+                .get("flattened_errors")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Why the gateway did not take a new configuration. In every case the running
 /// configuration is untouched.
 #[derive(Clone, Debug, PartialEq)]
