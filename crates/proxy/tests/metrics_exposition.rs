@@ -776,3 +776,69 @@ fn promtool_check_metrics_accepts_the_exposition() {
         .collect();
     assert!(unexpected.is_empty(), "promtool findings: {unexpected:#?}");
 }
+
+#[test]
+fn concurrent_requests_and_reloads_lose_no_counts() {
+    const THREADS: u64 = 4;
+    const PER_THREAD: u64 = 20_000;
+    let metrics = std::sync::Arc::new(Metrics::with_node_id("n"));
+    metrics.on_config(&config());
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let metrics = metrics.clone();
+            std::thread::spawn(move || {
+                let rec = orders_request(200);
+                for _ in 0..PER_THREAD {
+                    metrics.on_request(&rec);
+                }
+            })
+        })
+        .collect();
+    // Reload (same labels, new hash) while the workers run.
+    let reloader = {
+        let metrics = metrics.clone();
+        std::thread::spawn(move || {
+            for i in 0..200 {
+                let mut next = config();
+                next.hash = format!("h{i}");
+                metrics.on_config(&next);
+                // Scrapes race with everything else too.
+                let _ = metrics.encode(&[snapshot()]);
+            }
+        })
+    };
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    reloader.join().expect("reloader");
+    let text = metrics.encode(&[]);
+    let total = (THREADS * PER_THREAD).to_string();
+    assert_eq!(
+        value_of(
+            &text,
+            r#"kong_http_requests_total{service="orders",route="orders-api",code="200",source="service",workspace="default",consumer=""}"#
+        ),
+        Some(total.clone())
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            r#"sluice_http_requests_total{service="orders",route="orders-api",class="2xx",source="upstream"}"#
+        ),
+        Some(total.clone())
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            r#"kong_request_latency_ms_count{service="orders",route="orders-api",workspace="default"}"#
+        ),
+        Some(total.clone())
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            r#"sluice_upstream_attempts_total{upstream="orders-upstream",tier="0",region="eu-west",result="response"}"#
+        ),
+        Some(total)
+    );
+}
