@@ -431,7 +431,10 @@ fn unquoted_format_version_is_a_number_and_rejected_like_kong() {
 #[test]
 fn yaml_merge_keys_and_aliases_resolve() {
     let text = "_format_version: \"3.0\"\nx-defaults: &defaults\n  retries: 2\n";
-    assert!(parse(text, "k").is_err(), "unknown top-level keys stay errors");
+    assert!(
+        parse(text, "k").is_err(),
+        "unknown top-level keys stay errors"
+    );
     let text = "_format_version: \"3.0\"\nservices:\n  - &base {name: a, host: a.example.com, retries: 2}\n  - <<: *base\n    name: b\n";
     let config = match parse(text, "k") {
         Ok(loaded) => loaded.config,
@@ -439,4 +442,18 @@ fn yaml_merge_keys_and_aliases_resolve() {
     };
     let retries: Vec<u32> = config.services.iter().map(|s| s.retries).collect();
     assert_eq!(retries, [2, 2]);
+}
+
+#[test]
+fn documented_tier_example_gets_the_documented_tiers() {
+    let config = ok("docs-configuration.yaml");
+    let tiers: Vec<u8> = config.upstreams[0].targets.iter().map(|t| t.tier).collect();
+    assert_eq!(
+        tiers,
+        [0, 0, 1, 5, 6],
+        "docs/configuration.md promises these tiers"
+    );
+    let orders = &config.upstreams[1].failover;
+    assert_eq!(orders.failback_hold_down, Duration::from_secs(10));
+    assert_eq!(orders.failback_ramp, Duration::from_secs(20));
 }
