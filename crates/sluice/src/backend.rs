@@ -89,6 +89,9 @@ struct Shared {
     addr: SocketAddr,
     fault: Mutex<Fault>,
     hits: AtomicU64,
+    /// Requests other than `/health` probes and stats reads (for drills that count how
+    /// much real traffic still reached a faulty instance).
+    traffic: AtomicU64,
     /// Bumped to make every open connection and the accept loop stop (fault `down`).
     generation: watch::Sender<u64>,
 }
@@ -120,6 +123,7 @@ impl Backend {
                 addr,
                 fault: Mutex::new(Fault::None),
                 hits: AtomicU64::new(0),
+                traffic: AtomicU64::new(0),
                 generation,
             }),
         };
@@ -210,13 +214,28 @@ impl Backend {
     }
 }
 
+/// Path of the counters read by the drills in `crates/bench`; answered before any fault
+/// applies (a drill reads it from a hanging or failing instance too) and not counted.
+pub const STATS_PATH: &str = "/_backend/stats";
+
 async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == STATS_PATH {
+        let body = format!(
+            "{{\"hits\":{},\"traffic\":{}}}",
+            shared.hits.load(Ordering::Relaxed),
+            shared.traffic.load(Ordering::Relaxed)
+        );
+        return Ok(Response::new(Full::new(Bytes::from(body))));
+    }
     shared.hits.fetch_add(1, Ordering::Relaxed);
     let fault = *shared.fault.lock().unwrap_or_else(|e| e.into_inner());
     let is_probe = req.uri().path() == "/health";
+    if !is_probe {
+        shared.traffic.fetch_add(1, Ordering::Relaxed);
+    }
     match fault {
         Fault::Hang => std::future::pending::<()>().await,
         Fault::Slow { millis } => tokio::time::sleep(Duration::from_millis(millis)).await,
