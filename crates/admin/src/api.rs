@@ -14,11 +14,12 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
 use sluice_config::Config;
+use sluice_config::model::PluginScope;
 use sluice_core::snapshot::{AddressView, HealthStatus, UpstreamSnapshot};
 use sluice_core::topology::{TargetSpec, UpstreamSpec};
 
@@ -53,17 +54,41 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 pub(crate) fn data_routes() -> Router<AppState> {
     Router::new()
         .route("/status", get(status))
-        .route("/services", get(list_services))
-        .route("/services/{service}", get(get_service))
-        .route("/services/{service}/routes", get(list_service_routes))
-        .route("/routes", get(list_routes))
-        .route("/routes/{route}", get(get_route))
-        .route("/upstreams", get(list_upstreams))
-        .route("/upstreams/{upstream}", get(get_upstream))
+        .route("/services", get(list_services).fallback(read_only))
+        .route("/services/{service}", get(get_service).fallback(read_only))
+        .route(
+            "/services/{service}/routes",
+            get(list_service_routes).fallback(read_only),
+        )
+        .route(
+            "/services/{service}/plugins",
+            get(list_service_plugins).fallback(read_only),
+        )
+        .route("/routes", get(list_routes).fallback(read_only))
+        .route("/routes/{route}", get(get_route).fallback(read_only))
+        .route(
+            "/routes/{route}/service",
+            get(get_route_service).fallback(read_only),
+        )
+        .route(
+            "/routes/{route}/plugins",
+            get(list_route_plugins).fallback(read_only),
+        )
+        .route("/upstreams", get(list_upstreams).fallback(read_only))
+        .route(
+            "/upstreams/{upstream}",
+            get(get_upstream).fallback(read_only),
+        )
         .route("/upstreams/{upstream}/health", get(upstream_health))
-        .route("/upstreams/{upstream}/targets", get(list_targets))
+        .route(
+            "/upstreams/{upstream}/targets",
+            get(list_targets).fallback(read_only),
+        )
         .route("/upstreams/{upstream}/targets/all", get(list_targets))
-        .route("/upstreams/{upstream}/targets/{target}", get(get_target))
+        .route(
+            "/upstreams/{upstream}/targets/{target}",
+            get(get_target).fallback(read_only),
+        )
         .route(
             "/upstreams/{upstream}/targets/{target}/{action}",
             put(set_target_health),
@@ -72,8 +97,8 @@ pub(crate) fn data_routes() -> Router<AppState> {
             "/upstreams/{upstream}/targets/{target}/{address}/{action}",
             put(set_address_health),
         )
-        .route("/plugins", get(list_plugins))
-        .route("/plugins/{plugin}", get(get_plugin))
+        .route("/plugins", get(list_plugins).fallback(read_only))
+        .route("/plugins/{plugin}", get(get_plugin).fallback(read_only))
         .route("/config", post(post_config).get(get_config))
         .route("/metrics", get(metrics))
         .route("/sluice/decisions", get(sluice_api::decisions))
@@ -90,6 +115,40 @@ pub(crate) async fn not_found() -> ApiError {
 
 pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// Entity collections a path segment can name (Kong's DAO names).
+const ENTITY_NAMES: [&str; 5] = ["services", "routes", "upstreams", "targets", "plugins"];
+
+/// DB-less Kong refuses every write to an entity endpoint with 405 and its
+/// "operation unsupported" error (code 12); configuration changes go through
+/// `POST /config`. Sluice answers the same way, naming the entity the path addresses.
+pub(crate) async fn read_only(method: Method, uri: Uri) -> ApiError {
+    let operation = match method {
+        Method::POST => "create",
+        Method::PATCH => "update",
+        Method::PUT => "create or update",
+        Method::DELETE => "remove",
+        _ => return ApiError::MethodNotAllowed,
+    };
+    // Collections sit at even positions (`/upstreams/{u}/targets/{t}`); the last one
+    // named is the entity being written.
+    let entity = uri
+        .path()
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .step_by(2)
+        .filter(|segment| ENTITY_NAMES.contains(segment))
+        .last()
+        .unwrap_or("services");
+    ApiError::Body(
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({
+            "code": KongCode::OperationUnsupported as u16,
+            "name": "operation unsupported",
+            "message": format!("cannot {operation} '{entity}' entities when not using a database"),
+        }),
+    )
 }
 
 /// Query parameters as a map; a malformed query string is Kong's plain 400.
@@ -319,10 +378,8 @@ async fn get_route(
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let config = state.control.config();
-    let route = config
-        .routes
-        .iter()
-        .find(|r| r.id == key || r.name.as_deref() == Some(key.as_str()))
+    let route = find_route(&config, &key)
+        .and_then(|index| config.routes.get(index))
         .ok_or(ApiError::NotFound)?;
     Ok(Json(kong::route(
         &config,
@@ -344,6 +401,76 @@ async fn list_plugins(
         .map(|p| (p.id.clone(), kong::plugin(&config, p, stamps)))
         .collect();
     Ok(Json(Value::Object(paginate(items, &params, "/plugins")?)))
+}
+
+fn plugins_in_scope(
+    config: &Config,
+    scope: &PluginScope,
+    params: &BTreeMap<String, String>,
+    path: &str,
+    stamps: Stamps,
+) -> Result<Json<Value>, ApiError> {
+    let items = config
+        .plugins
+        .iter()
+        .filter(|p| &p.scope == scope)
+        .map(|p| (p.id.clone(), kong::plugin(config, p, stamps)))
+        .collect();
+    Ok(Json(Value::Object(paginate(items, params, path)?)))
+}
+
+async fn list_service_plugins(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
+    let params = params(query)?;
+    let config = state.control.config();
+    let index = find_service(&config, &key).ok_or(ApiError::NotFound)?;
+    let path = format!("/services/{}/plugins", encode_component(&key));
+    let stamps = stamps(state.control.as_ref());
+    plugins_in_scope(
+        &config,
+        &PluginScope::Service(index),
+        &params,
+        &path,
+        stamps,
+    )
+}
+
+fn find_route(config: &Config, key: &str) -> Option<usize> {
+    config
+        .routes
+        .iter()
+        .position(|r| r.id == key || r.name.as_deref() == Some(key))
+}
+
+async fn list_route_plugins(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    query: Params,
+) -> Result<Json<Value>, ApiError> {
+    let params = params(query)?;
+    let config = state.control.config();
+    let index = find_route(&config, &key).ok_or(ApiError::NotFound)?;
+    let path = format!("/routes/{}/plugins", encode_component(&key));
+    let stamps = stamps(state.control.as_ref());
+    plugins_in_scope(&config, &PluginScope::Route(index), &params, &path, stamps)
+}
+
+async fn get_route_service(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let config = state.control.config();
+    let route = find_route(&config, &key)
+        .and_then(|index| config.routes.get(index))
+        .ok_or(ApiError::NotFound)?;
+    let service = route
+        .service
+        .and_then(|index| config.services.get(index))
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(kong::service(service, stamps(state.control.as_ref()))))
 }
 
 async fn get_plugin(
@@ -503,10 +630,7 @@ fn target_health(target: &TargetSpec, addresses: &[&AddressView], checks_on: boo
 /// whether an address came from SRV, so Sluice always reports "A".
 const DNS_RECORD_KIND: &str = "A";
 
-fn addresses_of(
-    snapshot: Option<&UpstreamSnapshot>,
-    target_index: usize,
-) -> Vec<&AddressView> {
+fn addresses_of(snapshot: Option<&UpstreamSnapshot>, target_index: usize) -> Vec<&AddressView> {
     snapshot
         .map(|s| {
             s.addresses

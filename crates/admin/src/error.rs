@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 pub enum KongCode {
     InvalidOffset = 7,
     InvalidSize = 9,
+    OperationUnsupported = 12,
     DeclarativeConfig = 14,
 }
 
@@ -23,6 +24,7 @@ impl KongCode {
         match self {
             KongCode::InvalidOffset => "invalid offset",
             KongCode::InvalidSize => "invalid size",
+            KongCode::OperationUnsupported => "operation unsupported",
             KongCode::DeclarativeConfig => "invalid declarative configuration",
         }
     }

@@ -551,8 +551,17 @@ async fn unknown_paths_and_methods() {
     assert_eq!(missing.json(), json!({"message": "Not found"}));
     let wrong_method = call(
         &app,
+        Method::GET,
+        "/config/x",
+        "application/json",
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(wrong_method.status, StatusCode::NOT_FOUND);
+    let wrong_method = call(
+        &app,
         Method::DELETE,
-        "/services",
+        "/metrics",
         "application/json",
         Body::empty(),
     )
@@ -564,6 +573,75 @@ async fn unknown_paths_and_methods() {
     );
     let bad_query = get(&app, "/sluice/decisions?since=yesterday").await;
     assert_eq!(bad_query.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn entity_writes_get_kongs_db_less_answer() {
+    let fake = FakeControl::new(false);
+    let app = app(&fake);
+    let create = call(&app, Method::POST, "/services", "application/json", "{}").await;
+    assert_eq!(create.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_json_snapshot!("db_less_create", create.json());
+    for (method, uri, message) in [
+        (
+            Method::PATCH,
+            "/routes/api",
+            "cannot update 'routes' entities when not using a database",
+        ),
+        (
+            Method::PUT,
+            "/plugins/x",
+            "cannot create or update 'plugins' entities when not using a database",
+        ),
+        (
+            Method::DELETE,
+            "/upstreams/api-up/targets/127.0.0.1:9001",
+            "cannot remove 'targets' entities when not using a database",
+        ),
+        (
+            Method::POST,
+            "/upstreams/api-up/targets",
+            "cannot create 'targets' entities when not using a database",
+        ),
+        (
+            Method::POST,
+            "/services/api/routes",
+            "cannot create 'routes' entities when not using a database",
+        ),
+    ] {
+        let reply = call(&app, method.clone(), uri, "application/json", "{}").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+        assert_eq!(reply.json()["code"], 12);
+        assert_eq!(reply.json()["message"], message, "{method} {uri}");
+    }
+}
+
+#[tokio::test]
+async fn nested_plugin_and_service_lookups() {
+    let fake = FakeControl::new(false);
+    let app = app(&fake);
+    let service = get(&app, "/routes/web/service").await.json();
+    assert_eq!(service["name"], "web");
+    let none = get(&app, "/services/api/plugins").await.json();
+    assert_eq!(
+        none,
+        json!({"data": [], "next": null}),
+        "the only plugin is global"
+    );
+    let none = get(&app, "/routes/api/plugins").await.json();
+    assert_eq!(none["data"], json!([]));
+    assert_eq!(
+        get(&app, "/routes/nope/service").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, "/services/nope/plugins").await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
