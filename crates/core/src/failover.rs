@@ -546,7 +546,7 @@ impl FailoverEngine {
                     self.ramp_attempts = 0;
                     self.ramp_failures = 0;
                     if policy.failback_ramp.is_zero() {
-                        return Some(self.complete(policy, "hold-down elapsed, no ramp"));
+                        return Some(self.complete("hold-down elapsed, no ramp"));
                     }
                     let mut inputs = self.health_inputs();
                     inputs.push((
@@ -601,7 +601,7 @@ impl FailoverEngine {
                     });
                 }
                 if now >= started + policy.failback_ramp {
-                    return Some(self.complete(policy, "ramp finished"));
+                    return Some(self.complete("ramp finished"));
                 }
                 let elapsed = now.saturating_duration_since(started).as_millis();
                 let ramp_ms = policy.failback_ramp.as_millis().max(1);
@@ -632,7 +632,7 @@ impl FailoverEngine {
         }
     }
 
-    fn complete(&mut self, _policy: &FailoverPolicy, why: &str) -> FailbackEvent {
+    fn complete(&mut self, why: &str) -> FailbackEvent {
         self.admitted = self.health.clone();
         self.phase = FailbackPhase::Idle;
         let mut inputs = self.health_inputs();

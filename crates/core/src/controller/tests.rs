@@ -1252,3 +1252,91 @@ fn removed_upstream_is_announced() {
     assert!(h.controller.snapshot("other").is_some());
     assert!(h.controller.snapshot("api").is_none());
 }
+
+mod invariants {
+    //! Random timelines over the two-region upstream; after every step the published
+    //! snapshot must satisfy the selection invariants the data plane relies on.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const ADDRS: [&str; 4] = ["10.0.0.1:80", "10.0.0.2:80", "10.0.1.1:80", "10.0.1.2:80"];
+
+    fn line(kind: u8, addr: usize, at_ms: u64) -> String {
+        let addr = ADDRS
+            .get(addr % ADDRS.len())
+            .copied()
+            .unwrap_or("10.0.0.1:80");
+        let at = format!("{}.{:03}s", at_ms / 1000, at_ms % 1000);
+        match kind % 8 {
+            0 => format!("at {at} down {addr}"),
+            1 => format!("at {at} up {addr}"),
+            2 => format!("at {at} attempts {addr} 500 x5"),
+            3 => format!("at {at} attempts {addr} 200 x20"),
+            4 => format!("at {at} drain {addr}"),
+            5 => format!("at {at} undrain {addr}"),
+            6 => format!("at {at} set-health {addr} unhealthy"),
+            _ => format!("run {at}"),
+        }
+    }
+
+    fn check_snapshot(s: &UpstreamSnapshot) -> Result<(), TestCaseError> {
+        let total: u64 = s.tiers.iter().map(|t| u64::from(t.share_ppm)).sum();
+        prop_assert!(
+            total == 0 || total == u64::from(PPM),
+            "shares sum to {}",
+            total
+        );
+        prop_assert_eq!(s.mode == Mode::Unavailable, total == 0);
+        prop_assert_eq!(!s.balancer_healthy, s.mode == Mode::Unavailable);
+        for tier in &s.tiers {
+            for &i in tier.rr_order.iter() {
+                let a = s.addresses.get(i as usize);
+                prop_assert!(a.is_some(), "rr_order index in range");
+                let Some(a) = a else { continue };
+                prop_assert!(
+                    a.unavailable != Some(Unavailable::Drained),
+                    "drained never ordered"
+                );
+                prop_assert!(a.weight > 0, "weight 0 never ordered");
+                if s.mode != Mode::Panic {
+                    prop_assert!(a.unavailable.is_none(), "unavailable only in panic");
+                    prop_assert!(a.effective_weight > 0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn snapshots_stay_consistent(steps in proptest::collection::vec((0u8..8, 0usize..4, 1u64..20_000), 1..40)) {
+            let mut h = Harness::new(two_regions(), &[]);
+            let mut at = 0u64;
+            for (kind, addr, dt) in steps {
+                at += dt;
+                h.step(&line(kind, addr, at));
+                check_snapshot(&snapshot(&h))?;
+            }
+            // Every failback start comes after at least the base hold-down of calm:
+            // no record of another kind may sit within 30 s before it, except spills
+            // and failovers that are part of the same recovery being ramped.
+            let records: Vec<_> = h.controller.decisions().since(0).cloned().collect();
+            for (i, r) in records.iter().enumerate() {
+                if r.kind == DecisionKind::FailbackStart {
+                    let before = records.get(..i).unwrap_or(&[]);
+                    let last_move_away = before
+                        .iter()
+                        .filter(|p| matches!(p.kind, DecisionKind::Failover | DecisionKind::Spill | DecisionKind::FailbackAborted))
+                        .map(|p| p.at)
+                        .max();
+                    if let Some(t) = last_move_away {
+                        prop_assert!(r.at.saturating_duration_since(t) >= Duration::from_secs(30),
+                            "failback at {:?} only {:?} after a failover", r.at, r.at.saturating_duration_since(t));
+                    }
+                }
+            }
+        }
+    }
+}
