@@ -30,7 +30,7 @@ use sluice_core::UpstreamSnapshot;
 use sluice_core::balance::{self, NoPeer, PickContext};
 use sluice_core::event::{AttemptOutcome, Event};
 use sluice_core::load::AddressLoad;
-use sluice_core::retry::{self, FailureKind, RetryDecision};
+use sluice_core::retry::{self, FailureKind, RetryDecision, RetryPolicy};
 use sluice_core::snapshot::AddressKey;
 use tokio::time::Instant;
 
@@ -105,6 +105,8 @@ pub struct Outgoing {
     pub hash_key: Option<u64>,
     /// Hedge after this delay (route extension), for idempotent replayable requests.
     pub hedge_after: Option<Duration>,
+    /// Response statuses the route retries (route extension; empty = Kong's behaviour).
+    pub retry_on_status: Arc<[u16]>,
 }
 
 /// Holds an address's in-flight count until dropped.
@@ -618,11 +620,8 @@ pub async fn forward(
         };
         attempts += 1;
 
-        let failure = match hedge_after {
-            None => match lp.settle(run_one(cx.pool, out, chosen, timeouts, false).await) {
-                Next::Done(result) => return *result,
-                Next::Failed(failure) => failure,
-            },
+        let next = match hedge_after {
+            None => lp.settle(run_one(cx.pool, out, chosen, timeouts, false).await),
             Some(delay) => {
                 let first_id = Identity::of(&chosen);
                 let first_started = Instant::now();
@@ -638,7 +637,7 @@ pub async fn forward(
                     }
                     _ => None,
                 };
-                let next = match (early, hedge) {
+                match (early, hedge) {
                     (Some(settled), _) => lp.settle(settled),
                     (None, None) => lp.settle(first.await),
                     (None, Some(hedge_chosen)) => {
@@ -657,26 +656,59 @@ pub async fn forward(
                             }
                         }
                     }
-                };
-                match next {
-                    Next::Done(result) => return *result,
-                    Next::Failed(failure) => failure,
                 }
             }
         };
 
-        last_error = failure_outcome(failure).2;
         let replayable = out.body.available();
-        match retry::decide(&service.retry, attempts, &failure, idempotent, replayable) {
-            RetryDecision::Retry => {
-                if let Some(up) = upstream
-                    && !up.slot.try_withdraw(cx.clock.now())
-                {
-                    lp.report.retry_budget_exhausted = true;
+        let mut may_retry = |failure: FailureKind, policy: &RetryPolicy| -> bool {
+            match retry::decide(policy, attempts, &failure, idempotent, replayable) {
+                // A refused connect reached no backend process and cost the upstream
+                // nothing, so it does not spend the budget: the budget exists to stop
+                // retries from amplifying load on a struggling backend, and a dead
+                // address (or a whole dead tier) must not starve the retries that carry
+                // traffic to the next tier.
+                RetryDecision::Retry if failure == FailureKind::ConnectRefused => true,
+                RetryDecision::Retry => match upstream {
+                    Some(up) if !up.slot.try_withdraw(cx.clock.now()) => {
+                        lp.report.retry_budget_exhausted = true;
+                        false
+                    }
+                    _ => true,
+                },
+                RetryDecision::GiveUp(_) => false,
+            }
+        };
+        match next {
+            Next::Done(result) => {
+                // A response is final unless the route opted into retrying its status
+                // (`sluice:retry-on`); if that retry is refused, the response stands.
+                let code = match &*result {
+                    Ok(success)
+                        if out
+                            .retry_on_status
+                            .contains(&success.response.status().as_u16()) =>
+                    {
+                        success.response.status().as_u16()
+                    }
+                    _ => return *result,
+                };
+                let policy = RetryPolicy {
+                    retries: service.retry.retries,
+                    retry_on_status: vec![code],
+                };
+                if !may_retry(FailureKind::Status(code), &policy) {
+                    return *result;
+                }
+                // Dropping the response closes its connection (the body was not read).
+                last_error = ErrorKind::UpstreamInvalidResponse;
+            }
+            Next::Failed(failure) => {
+                last_error = failure_outcome(failure).2;
+                if !may_retry(failure, &service.retry) {
                     return Err(last_error);
                 }
             }
-            RetryDecision::GiveUp(_) => return Err(last_error),
         }
     }
 }

@@ -317,6 +317,7 @@ pub async fn handle(
         .as_deref()
         .and_then(|up| hash_key(up, conn.remote, &parts.headers, &parts.uri, &matched));
     let hedge_after = info.hedge_after;
+    let retry_on_status = info.retry_on_status.clone();
     let preserve_host = info.preserve_host;
     drop(matched);
 
@@ -403,6 +404,7 @@ pub async fn handle(
         body,
         hash_key: hash,
         hedge_after,
+        retry_on_status,
     };
 
     let cx = Context {

@@ -87,6 +87,8 @@ pub struct RouteInfo {
     pub https_redirect: Option<u16>,
     /// Hedge delay from Sluice's route extensions.
     pub hedge_after: Option<std::time::Duration>,
+    /// Statuses retried for idempotent requests (`sluice:retry-on`).
+    pub retry_on_status: Arc<[u16]>,
 }
 
 #[derive(Debug)]
@@ -465,6 +467,7 @@ impl Router {
                     },
                     https_redirect,
                     hedge_after: route.extensions.hedge_after,
+                    retry_on_status: Arc::from(route.extensions.retry_on_status.as_slice()),
                 }),
                 methods,
                 hosts,

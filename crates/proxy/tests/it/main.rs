@@ -1,0 +1,12 @@
+//! End-to-end tests of the data plane: a real gateway on loopback in front of scriptable
+//! backends, configured with Kong declarative YAML. All on the real clock (the backends
+//! are real sockets) with short timeouts; every load loop is bounded in time.
+
+mod support;
+
+mod errors;
+mod health;
+mod reload;
+mod retries;
+mod robustness;
+mod routing;

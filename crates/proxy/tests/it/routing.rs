@@ -1,0 +1,182 @@
+//! Route matching, path handling and Kong's upstream request headers, end to end.
+
+use crate::support::backend::{Backend, Behavior};
+use crate::support::{gateway, send};
+
+#[tokio::test]
+async fn routes_by_host_and_path_with_kong_priority() {
+    let a = Backend::start("a", Behavior::Ok).await;
+    let b = Backend::start("b", Behavior::Ok).await;
+    let c = Backend::start("c", Behavior::Ok).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc-a
+    url: http://{a}
+    routes:
+      - name: short
+        paths: ["/api"]
+  - name: svc-b
+    url: http://{b}
+    routes:
+      - name: long
+        paths: ["/api/v2"]
+  - name: svc-c
+    url: http://{c}
+    routes:
+      - name: host-bound
+        hosts: ["*.tenant.test"]
+        paths: ["/api"]
+"#,
+        a = a.addr,
+        b = b.addr,
+        c = c.addr
+    );
+    let gw = gateway(&yaml).await;
+    let cases = [
+        ("example.test", "/api/x", "a", "prefix match"),
+        ("example.test", "/api/v2/x", "b", "longest prefix wins"),
+        (
+            "one.tenant.test:8000",
+            "/api/v2/x",
+            "c",
+            "host + path beats a longer path alone",
+        ),
+    ];
+    for (host, path, expected, why) in cases {
+        let reply = send(&gw, "GET", host, path, &[], "").await;
+        assert_eq!(reply.status, 200, "{why}");
+        assert_eq!(reply.body, expected, "{why}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn strip_path_service_path_and_forwarded_headers() {
+    let echo = Backend::start("echo", Behavior::Echo).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: http://{addr}/base
+    routes:
+      - name: stripped
+        paths: ["/public"]
+        strip_path: true
+      - name: kept
+        paths: ["/keep"]
+        strip_path: false
+        preserve_host: true
+"#,
+        addr = echo.addr
+    );
+    let gw = gateway(&yaml).await;
+    let reply = send(
+        &gw,
+        "GET",
+        "api.example.test",
+        "/public/users?id=7",
+        &[
+            ("x-forwarded-for", "10.1.1.1"),
+            ("connection", "x-drop"),
+            ("x-drop", "1"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let head = reply.body.to_ascii_lowercase();
+    assert!(
+        head.starts_with("get /base/users?id=7 http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("host: {}\r\n", echo.addr)),
+        "Host is the target: {head}"
+    );
+    assert!(
+        head.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("x-real-ip: 127.0.0.1\r\n"), "{head}");
+    assert!(head.contains("x-forwarded-proto: http\r\n"), "{head}");
+    assert!(
+        head.contains("x-forwarded-host: api.example.test\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("x-forwarded-path: /public/users\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("via: 1.1 sluice\r\n"), "{head}");
+    assert!(head.contains("x-sluice-request-id: "), "{head}");
+    assert!(
+        !head.contains("x-drop"),
+        "headers named in Connection are removed: {head}"
+    );
+    assert_eq!(reply.header("via"), "1.1 sluice");
+    assert_eq!(reply.header("x-sluice-request-id").len(), 32);
+    assert!(
+        reply
+            .header("x-sluice-upstream-latency")
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert!(
+        reply
+            .header("x-sluice-proxy-latency")
+            .parse::<u64>()
+            .is_ok()
+    );
+
+    let reply = send(&gw, "GET", "client.example:8000", "/keep/me", &[], "").await;
+    let head = reply.body.to_ascii_lowercase();
+    assert!(head.starts_with("get /base/keep/me http/1.1\r\n"), "{head}");
+    assert!(
+        head.contains("host: client.example:8000\r\n"),
+        "preserve_host: {head}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn header_and_method_rules() {
+    let v1 = Backend::start("v1", Behavior::Ok).await;
+    let v2 = Backend::start("v2", Behavior::Ok).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: one
+    url: http://{v1}
+    routes:
+      - name: default
+        paths: ["/"]
+  - name: two
+    url: http://{v2}
+    routes:
+      - name: beta
+        paths: ["/"]
+        methods: ["GET"]
+        headers:
+          x-channel: ["~*^beta-[0-9]+$", "canary"]
+"#,
+        v1 = v1.addr,
+        v2 = v2.addr
+    );
+    let gw = gateway(&yaml).await;
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 4] = [
+        ("GET", &[("x-channel", "BETA-12")], "v2"),
+        ("GET", &[("x-channel", "Canary")], "v2"),
+        ("POST", &[("x-channel", "canary")], "v1"),
+        ("GET", &[("x-channel", "stable")], "v1"),
+    ];
+    for (method, headers, expected) in cases {
+        let reply = send(&gw, method, "x", "/thing", headers, "").await;
+        assert_eq!(reply.body, expected, "{method} {headers:?}");
+    }
+    gw.shutdown().await;
+}
