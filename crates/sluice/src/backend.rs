@@ -151,6 +151,17 @@ impl Backend {
     /// Switches the fault. Going `down` closes the listener and every connection;
     /// leaving `down` binds the same address again.
     pub async fn set_fault(&self, fault: Fault) -> std::io::Result<()> {
+        if self.switch(fault) {
+            self.rebind().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Switches the fault at once (what clients see changes immediately). Returns true
+    /// when the backend is leaving `down` and its listener must be bound again with
+    /// [`Backend::rebind`].
+    pub fn switch(&self, fault: Fault) -> bool {
         let previous = {
             let mut guard = self.shared.fault.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::replace(&mut *guard, fault)
@@ -158,28 +169,28 @@ impl Backend {
         if fault == Fault::Down && previous != Fault::Down {
             // Stop the accept loop and drop every open connection.
             self.shared.generation.send_modify(|g| *g += 1);
-        } else if previous == Fault::Down && fault != Fault::Down {
-            // The old listener is gone; bind the same port again. Bounded retries cover
-            // the short window in which the kernel may still hold the port.
-            let mut last_error = None;
-            for _ in 0..50 {
-                match TcpListener::bind(self.shared.addr).await {
-                    Ok(listener) => {
-                        self.spawn_accept(listener);
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        last_error = Some(e);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+        }
+        previous == Fault::Down && fault != Fault::Down
+    }
+
+    /// Binds the backend's address again after `down`. Bounded retries cover the short
+    /// window in which the kernel may still hold the port.
+    pub async fn rebind(&self) -> std::io::Result<()> {
+        let mut last_error = None;
+        for _ in 0..50 {
+            match TcpListener::bind(self.shared.addr).await {
+                Ok(listener) => {
+                    self.spawn_accept(listener);
+                    return Ok(());
+                }
+                Err(e) => {
+                    last_error = Some(e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
-            if let Some(e) = last_error {
-                *self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()) = Fault::Down;
-                return Err(e);
-            }
         }
-        Ok(())
+        *self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()) = Fault::Down;
+        Err(last_error.unwrap_or_else(|| std::io::Error::other("could not bind again")))
     }
 
     fn spawn_accept(&self, listener: TcpListener) {
@@ -283,6 +294,83 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP/1.0 request over a fresh connection; the status code, or the I/O error.
+    async fn get(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: t\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status line in {response:?}")))
+    }
+
+    fn identity() -> Identity {
+        Identity {
+            service: "s".into(),
+            instance: "s-primary-1".into(),
+            region: "primary".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn faults_are_real_socket_behaviour() {
+        let backend = Backend::start(([127, 0, 0, 1], 0).into(), identity())
+            .await
+            .unwrap();
+        let addr = backend.addr();
+        assert_eq!(get(addr, "/x").await.unwrap(), 200);
+
+        // Gray failure: traffic gets the 5xx, the health endpoint keeps saying 200.
+        backend
+            .set_fault(Fault::Error { status: 503 })
+            .await
+            .unwrap();
+        assert_eq!(get(addr, "/x").await.unwrap(), 503);
+        assert_eq!(get(addr, "/health").await.unwrap(), 200);
+
+        // Down: the kernel refuses the connection.
+        backend.set_fault(Fault::Down).await.unwrap();
+        let refused = tokio::net::TcpStream::connect(addr).await;
+        assert!(refused.is_err(), "a down backend must refuse connections");
+
+        // Restored on the same port.
+        backend.set_fault(Fault::None).await.unwrap();
+        assert_eq!(get(addr, "/x").await.unwrap(), 200);
+        assert_eq!(backend.hits(), 4, "every answered request is counted");
+    }
+
+    #[tokio::test]
+    async fn going_down_drops_open_keepalive_connections() {
+        let backend = Backend::start(([127, 0, 0, 1], 0).into(), identity())
+            .await
+            .unwrap();
+        let mut stream = tokio::net::TcpStream::connect(backend.addr())
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        backend.set_fault(Fault::Down).await.unwrap();
+        // The open connection is closed by the backend: reading sees EOF or a reset.
+        let after = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("connection must be closed promptly");
+        assert!(
+            matches!(after, Ok(0) | Err(_)),
+            "expected EOF/reset, got {after:?}"
+        );
+    }
 
     #[test]
     fn fault_spellings() {

@@ -44,16 +44,24 @@ pub async fn start() -> anyhow::Result<(Arc<Demo>, String)> {
     let mut backends = Vec::new();
     // Instance numbers count per (upstream, region) so names read "productAPI-primary-2".
     let mut counters: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for upstream in &loaded.config.upstreams {
+    for (index, upstream) in loaded.config.upstreams.iter().enumerate() {
+        // Backends answer with the name of the service in front of them ("productAPI").
+        let service = loaded
+            .config
+            .services
+            .iter()
+            .find(|s| s.upstream == Some(index))
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| upstream.name.to_string());
         for target in &upstream.targets {
             let region = target.region.to_string();
             let n = counters
-                .entry((upstream.name.to_string(), region.clone()))
+                .entry((service.clone(), region.clone()))
                 .or_default();
             *n += 1;
             let identity = Identity {
-                service: upstream.name.to_string(),
-                instance: format!("{}-{}-{}", upstream.name, region, n),
+                service: service.clone(),
+                instance: format!("{service}-{region}-{n}"),
                 region: region.clone(),
             };
             let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -90,14 +98,15 @@ impl Demo {
             .iter()
             .filter(|b| b.target == selector || b.region == selector)
         {
-            let backend = b.backend.clone();
-            // Leaving `down` re-binds the port, which is async; the change is visible to
-            // clients within milliseconds either way.
-            self.runtime.spawn(async move {
-                if let Err(e) = backend.set_fault(fault).await {
-                    tracing::warn!(error = %e, addr = %backend.addr(), "demo backend could not change fault");
-                }
-            });
+            if b.backend.switch(fault) {
+                // Leaving `down` binds the port again, which is async.
+                let backend = b.backend.clone();
+                self.runtime.spawn(async move {
+                    if let Err(e) = backend.rebind().await {
+                        tracing::warn!(error = %e, addr = %backend.addr(), "demo backend could not listen again");
+                    }
+                });
+            }
             changed += 1;
         }
         changed

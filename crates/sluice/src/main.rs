@@ -7,7 +7,6 @@
 
 mod backend;
 mod control;
-#[allow(dead_code)]
 mod demo;
 mod logging;
 mod run;

@@ -5,8 +5,17 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use std::sync::Arc;
+
+use sluice_admin::AdminOptions;
+use sluice_proxy::{Gateway, GatewayOptions};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
 use crate::backend::{Backend, Fault, Identity};
-use crate::{DemoListenArgs, ListenArgs, LogArgs};
+use crate::control::GatewayControl;
+use crate::{DemoListenArgs, ListenArgs, LogArgs, demo, logging};
 
 /// `sluice backend`: one demo backend until SIGINT/SIGTERM.
 pub async fn run_backend(
@@ -34,12 +43,205 @@ pub async fn run_backend(
     Ok(())
 }
 
-pub async fn run_file(_config: PathBuf, _listen: ListenArgs, _log: LogArgs) -> anyhow::Result<()> {
-    anyhow::bail!("wiring in progress")
+pub async fn run_file(config: PathBuf, listen: ListenArgs, log: LogArgs) -> anyhow::Result<()> {
+    let log_handle = logging::init(log.log_format, log.log_level.as_deref())?;
+    let origin = config.display().to_string();
+    let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {origin}"))?;
+    let loaded = sluice_config::parse(&text, &origin)
+        .map_err(|d| anyhow::anyhow!("{origin} is invalid:\n{d}"))?;
+    for warning in &loaded.warnings {
+        tracing::warn!(%warning, "configuration warning");
+    }
+    let listeners = Listeners {
+        proxy: listen.proxy_listen,
+        admin: listen.admin_listen,
+        gui: listen.gui_listen,
+        token: listen.admin_token,
+    };
+    serve(
+        loaded.config,
+        listeners,
+        log,
+        None,
+        Some(config),
+        log_handle,
+    )
+    .await
 }
 
-pub async fn run_demo(_listen: DemoListenArgs, _log: LogArgs) -> anyhow::Result<()> {
-    anyhow::bail!("wiring in progress")
+pub async fn run_demo(listen: DemoListenArgs, log: LogArgs) -> anyhow::Result<()> {
+    let log_handle = logging::init(log.log_format, log.log_level.as_deref())?;
+    let (demo, text) = demo::start().await?;
+    let loaded = sluice_config::parse(&text, demo::EXAMPLE_ORIGIN)
+        .map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))?;
+    let listeners = Listeners {
+        proxy: listen.proxy_listen,
+        admin: listen.admin_listen,
+        gui: listen.gui_listen,
+        token: None,
+    };
+    println!(
+        "Sluice demo: {} backends for {} upstreams (primary and secondary regions) on loopback.",
+        demo.backends.len(),
+        loaded.config.upstreams.len()
+    );
+    for b in &demo.backends {
+        println!(
+            "  {:<18} {:<10} {:<22} {}",
+            b.upstream,
+            b.region,
+            b.target,
+            b.backend.identity().instance
+        );
+    }
+    serve(loaded.config, listeners, log, Some(demo), None, log_handle).await
+}
+
+struct Listeners {
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    gui: SocketAddr,
+    token: Option<String>,
+}
+
+/// Starts the gateway, the Admin API and the status page; reloads on SIGHUP (when the
+/// configuration came from a file); stops gracefully on SIGINT/SIGTERM.
+async fn serve(
+    config: sluice_config::Config,
+    listen: Listeners,
+    log: LogArgs,
+    demo: Option<Arc<demo::Demo>>,
+    reload_from: Option<PathBuf>,
+    _log_handle: logging::LogHandle,
+) -> anyhow::Result<()> {
+    sluice_admin::check_bind(listen.admin, listen.token.as_deref()).map_err(anyhow::Error::msg)?;
+    sluice_admin::check_bind(listen.gui, listen.token.as_deref()).map_err(anyhow::Error::msg)?;
+    // Bind the operator listeners first: failing there must not leave a proxy running.
+    let admin_listener = TcpListener::bind(listen.admin)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", listen.admin))?;
+    let gui_listener = TcpListener::bind(listen.gui)
+        .await
+        .with_context(|| format!("cannot listen on {} (status page)", listen.gui))?;
+
+    let options = GatewayOptions {
+        listen: vec![listen.proxy],
+        access_log: log.access_log,
+        ..GatewayOptions::default()
+    };
+    let gateway = Arc::new(Gateway::start(config, options).await?);
+    let demo_mode = demo.is_some();
+    let control: Arc<dyn sluice_admin::Control> =
+        Arc::new(GatewayControl::new(gateway.clone(), demo));
+
+    let mut configuration = serde_json::Map::new();
+    configuration.insert(
+        "proxy_listen".into(),
+        gateway
+            .local_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    configuration.insert("admin_listen".into(), vec![listen.admin.to_string()].into());
+    configuration.insert(
+        "admin_gui_listen".into(),
+        vec![listen.gui.to_string()].into(),
+    );
+    configuration.insert("database".into(), "off".into());
+    let admin_options = AdminOptions {
+        token: listen.token.clone(),
+        configuration,
+        ..AdminOptions::default()
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_addr = admin_listener.local_addr()?;
+    let gui_addr = gui_listener.local_addr()?;
+    let admin_task = tokio::spawn(sluice_admin::serve(
+        admin_listener,
+        sluice_admin::router(control.clone(), admin_options.clone()),
+        stopped(stop_rx.clone()),
+    ));
+    let gui_task = tokio::spawn(sluice_admin::serve(
+        gui_listener,
+        sluice_admin::gui_router(control, admin_options),
+        stopped(stop_rx),
+    ));
+
+    let proxy_addr = gateway.local_addr();
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, gui = %gui_addr, "sluice is running");
+    if demo_mode {
+        let p = proxy_addr.port();
+        println!();
+        println!("Try:");
+        println!(
+            "  curl -i http://127.0.0.1:{p}/products      # productAPI: see which instance and region answered"
+        );
+        println!("  curl -i http://127.0.0.1:{p}/orders        # orderAPI");
+        println!("  curl -i http://127.0.0.1:{p}/klanten       # klantAPI");
+        if let Some(upstream) = gateway.config().upstreams.first() {
+            println!(
+                "  curl -s http://{admin_addr}/upstreams/{}/health",
+                upstream.name
+            );
+        }
+        println!("  curl -s http://{admin_addr}/sluice/decisions   # why traffic moved");
+        println!(
+            "  open   http://{gui_addr}/                       # live status page; break a region and watch"
+        );
+        println!("Ctrl-C stops the demo.");
+    }
+
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let stop = wait_for_stop();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => match &reload_from {
+                Some(path) => reload(&gateway, path).await,
+                None => tracing::warn!("SIGHUP ignored: the demo has no configuration file to reload"),
+            },
+        }
+    }
+    tracing::info!("stopping: no new connections; letting in-flight requests finish");
+    let _ = stop_tx.send(true);
+    gateway.shutdown().await;
+    let _ = admin_task.await;
+    let _ = gui_task.await;
+    Ok(())
+}
+
+/// SIGHUP: re-read the file and apply it; on any problem keep the running configuration.
+async fn reload(gateway: &Gateway, path: &std::path::Path) {
+    let origin = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            gateway.metrics().on_reload(false, "");
+            tracing::error!(file = %origin, error = %e, "reload failed: cannot read the file; keeping the running configuration");
+            return;
+        }
+    };
+    match sluice_config::parse(&text, &origin) {
+        Err(diagnostics) => {
+            gateway.metrics().on_reload(false, "");
+            tracing::error!(file = %origin, errors = diagnostics.error_count(), "reload failed; keeping the running configuration:\n{diagnostics}");
+        }
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                tracing::warn!(%warning, "configuration warning");
+            }
+            if let Err(e) = gateway.apply_config(loaded.config).await {
+                tracing::error!(error = %e, "reload failed; keeping the running configuration");
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
