@@ -151,6 +151,9 @@ struct TargetState {
     /// When to (re-)resolve; `None` for IP targets.
     next_resolve: Option<Instant>,
     drained: bool,
+    /// Set for targets of the first topology until their first answer: those addresses
+    /// join a process that is starting anyway, so they do not slow-start.
+    starting: bool,
 }
 
 impl TargetState {
@@ -451,6 +454,7 @@ impl UpstreamState {
                 dns_error: None,
                 next_resolve: None,
                 drained: false,
+                starting: boot,
             })
             .collect();
         up.start_targets(now, out);
@@ -506,6 +510,7 @@ impl UpstreamState {
                     dns_error: old.dns_error,
                     next_resolve: old.next_resolve,
                     drained: old.drained,
+                    starting: old.starting,
                 },
                 _ => TargetState {
                     spec: t.clone(),
@@ -514,6 +519,7 @@ impl UpstreamState {
                     dns_error: None,
                     next_resolve: None,
                     drained: false,
+                    starting: false,
                 },
             })
             .collect();
@@ -550,7 +556,11 @@ impl UpstreamState {
     /// Make the address set match the targets' current answers; keep state by key.
     fn sync_addresses(&mut self, now: Instant, boot: bool) {
         let mut old = std::mem::take(&mut self.addresses);
-        for (index, target) in self.targets.iter().enumerate() {
+        for (index, target) in self.targets.iter_mut().enumerate() {
+            let no_slow_start = boot || target.starting;
+            if !target.resolved.is_empty() {
+                target.starting = false;
+            }
             let hostname = target.hostname();
             for answer in &target.resolved {
                 let key = AddressKey {
@@ -576,7 +586,7 @@ impl UpstreamState {
                     overridden: false,
                     outlier: OutlierDetector::new(),
                     load: Arc::new(AddressLoad::default()),
-                    available_since: if boot { None } else { Some(now) },
+                    available_since: if no_slow_start { None } else { Some(now) },
                     was_available: true,
                     next_probe: None,
                 });
@@ -962,12 +972,15 @@ impl UpstreamState {
                 })
                 .collect();
             if self.spec.algorithm == Algorithm::ConsistentHashing {
+                // Hash tables use configured weights: slow start would otherwise rebuild
+                // the table every second and move keys between addresses while it runs,
+                // which is exactly what consistent hashing promises not to do.
                 let keys: Vec<(u32, u32, String)> = weighted
                     .iter()
                     .filter_map(|&(i, w)| {
-                        views
-                            .get(i as usize)
-                            .map(|v| (i, w, v.key.addr.to_string()))
+                        let v = views.get(i as usize)?;
+                        let w = if w > 0 { v.weight } else { 0 };
+                        Some((i, w, v.key.addr.to_string()))
                     })
                     .collect();
                 let refs: Vec<(u32, u32, &str)> =

@@ -1340,3 +1340,52 @@ mod invariants {
         }
     }
 }
+
+#[test]
+fn first_dns_answer_at_boot_does_not_slow_start_but_later_ones_do() {
+    let mut spec = upstream(vec![
+        target("api.internal:8080", 0, "east", 100),
+        target("10.0.1.1:80", 1, "west", 100),
+    ]);
+    spec.failover.slow_start = Duration::from_secs(10);
+    let mut h = Harness::new(spec, &[]);
+    run_script(&mut h, "at 1s resolve 0 10.0.0.5:8080 ttl 60");
+    let weight_of = |h: &Harness, addr: &str| {
+        snapshot(h)
+            .addresses
+            .iter()
+            .find(|a| a.key.addr.to_string() == addr)
+            .map(|a| a.effective_weight)
+    };
+    assert_eq!(weight_of(&h, "10.0.0.5:8080"), Some(100));
+    // A new address in a later answer joins a running process: it slow-starts.
+    run_script(&mut h, "at 5s resolve 0 10.0.0.5:8080,10.0.0.6:8080 ttl 60");
+    assert_eq!(weight_of(&h, "10.0.0.6:8080"), Some(10));
+    assert_eq!(weight_of(&h, "10.0.0.5:8080"), Some(100));
+}
+
+#[test]
+fn dns_ttl_is_clamped() {
+    let spec = upstream(vec![
+        target("api.internal:8080", 0, "east", 100),
+        target("10.0.1.1:80", 1, "west", 100),
+    ]);
+    // TTL 0 → re-resolve after the 1 s floor; a day-long TTL → after the 300 s ceiling.
+    check(
+        spec,
+        "
+        at 1s resolve 0 10.0.0.5:8080 ttl 0
+        run 2.5s
+        at 2.5s resolve 0 10.0.0.5:8080 ttl 86400
+        run 340s
+        ",
+        "
+        0s resolve api.internal
+        1s failback_complete 0/100 -> 100/0 Normal
+        2s resolve api.internal
+        302.500s resolve api.internal
+        332.500s resolve api.internal
+        ",
+    );
+    // (Unanswered requests are asked again every 30 s.)
+}
