@@ -63,6 +63,7 @@ pub fn seed(load: &AddressLoad, now: Instant) {
 }
 
 /// Record one response latency (connect + time to response header) measured at `now`.
+/// Failed attempts go through [`observe_failure`] instead.
 ///
 /// Concurrent observers may overwrite each other's update; a lost sample only delays
 /// convergence by one sample, which is why this is two relaxed stores and not a lock.
@@ -77,6 +78,29 @@ pub fn observe(load: &AddressLoad, rtt: Duration, now: Instant) {
         current * w + sample * (1.0 - w)
     };
     load.store_ewma(next, now);
+}
+
+/// Ceiling of the penalty one failure can add (see [`observe_failure`]). Above the latency
+/// of any healthy API call it competes with, so a repeatedly failing address loses every
+/// comparison against a healthy one; low enough that, once it stops failing and is left
+/// idle, its estimate decays back to tens of milliseconds within about a minute.
+pub const FAILURE_PENALTY_CAP: Duration = Duration::from_secs(1);
+
+/// Record a failed attempt (transport error, timeout, or a status the proxy counts as a
+/// failure) that took `elapsed`.
+///
+/// Failing fast must not look fast: a backend that answers every request with an instant
+/// 503 or refuses connections would otherwise have the lowest latency of all and attract
+/// more traffic the more it fails (the pitfall Linkerd's "load biaser" fixes for 429s).
+/// The sample is the larger of `elapsed` and double the current estimate (capped at
+/// [`FAILURE_PENALTY_CAP`] unless `elapsed` itself is longer), and because it is never
+/// below the estimate it is taken at once, peak-style: consecutive failures double the
+/// cost each time, and successes bring it back down with the usual decay.
+pub fn observe_failure(load: &AddressLoad, elapsed: Duration, now: Instant) {
+    let current = latency_us(load, now);
+    let doubled = (current * 2.0).min(micros(FAILURE_PENALTY_CAP));
+    let penalty_us = micros(elapsed).max(current).max(doubled);
+    load.store_ewma(penalty_us, now);
 }
 
 /// Latency estimate in microseconds as of `now`: the stored value decayed toward zero by
@@ -147,6 +171,31 @@ mod tests {
         assert_eq!(latency_us(&load, at(5_000)), micros(DEFAULT_RTT));
         let unseeded = AddressLoad::default();
         assert_eq!(latency_us(&unseeded, at(0)), micros(DEFAULT_RTT));
+    }
+
+    #[test]
+    fn failures_double_the_estimate_up_to_the_cap_and_never_lower_it() {
+        let load = AddressLoad::default();
+        observe(&load, Duration::from_millis(4), at(0));
+        observe_failure(&load, Duration::from_micros(200), at(0));
+        assert_eq!(
+            load.ewma_raw().0,
+            8_000.0,
+            "an instant failure still doubles the cost"
+        );
+        for _ in 0..20 {
+            observe_failure(&load, Duration::from_micros(200), at(0));
+        }
+        assert_eq!(load.ewma_raw().0, micros(FAILURE_PENALTY_CAP));
+        // A timeout longer than the cap is recorded as it was.
+        observe_failure(&load, Duration::from_secs(5), at(0));
+        assert_eq!(load.ewma_raw().0, 5_000_000.0);
+        // Above the cap, a short failure keeps the estimate rather than lowering it.
+        observe_failure(&load, Duration::from_millis(1), at(0));
+        assert_eq!(load.ewma_raw().0, 5_000_000.0);
+        // Successes bring it back down with the usual decay.
+        observe(&load, Duration::from_millis(4), at(60_000));
+        assert!(load.ewma_raw().0 < 20_000.0, "{}", load.ewma_raw().0);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub const MIN_TABLE_SIZE: u32 = 1_000;
 /// members at that size.
 pub const MAX_TABLE_SIZE: u32 = 65_536;
 
+/// `table_size(MAX_TABLE_SIZE)`: the smallest prime ≥ 65 536, and the cap of any table.
+const LARGEST_TABLE: u32 = 65_537;
+
 /// How many table entries a lookup walks before checking whether any member is eligible
 /// at all (so a retry with everything tried does not scan 65 537 entries for nothing).
 const WALK_BEFORE_CHECK: usize = 256;
@@ -107,7 +110,7 @@ struct Builder {
 /// member of half its weight one every second round; every member with weight > 0 fills
 /// at least one entry if the table has room. Members with weight 0 are left out. The
 /// result is independent of the order of `members` (they are sorted by key first).
-/// A non-prime `size` still terminates (a member whose permutation cycles over full
+/// `size` is capped at 65 537. A non-prime `size` still terminates (a member whose permutation cycles over full
 /// entries probes linearly), but balances worse.
 ///
 /// Which weights to pass: every change of a member's weight rebuilds the table and remaps
@@ -118,7 +121,9 @@ struct Builder {
 /// start at the price of that churn. Envoy makes the first choice (no slow start for
 /// Maglev or ring hash).
 pub fn maglev_table(members: &[(u32, u32, &str)], size: u32) -> Vec<u32> {
-    let m = u64::from(size);
+    // Never above the largest size `table_size` returns: a caller's bad `size` must not
+    // allocate gigabytes.
+    let m = u64::from(size.min(LARGEST_TABLE));
     let mut live: Vec<(u32, u32, &str)> = members.iter().copied().filter(|m| m.1 > 0).collect();
     if m == 0 || live.is_empty() {
         return Vec::new();
@@ -242,6 +247,12 @@ mod tests {
         assert_eq!(table_size(10_000), 10_007);
         assert_eq!(table_size(65_536), 65_537);
         assert_eq!(table_size(u32::MAX), 65_537);
+        assert_eq!(table_size(MAX_TABLE_SIZE), LARGEST_TABLE);
+        assert_eq!(
+            table_for(&[1, 1], u32::MAX).len(),
+            65_537,
+            "sizes are capped"
+        );
     }
 
     #[test]
