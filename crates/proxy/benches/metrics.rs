@@ -1,7 +1,7 @@
 //! Cost of `Metrics::on_request`, the per-request metrics call on the data plane's hot
 //! path, and of one scrape (`Metrics::encode`).
 //!
-//! Cases: a plain request with every Kong flag on (status code, three histograms,
+//! Cases: one relaxed atomic add (the floor every cell update pays), a plain request with every Kong flag on (status code, three histograms,
 //! bandwidth, Sluice's families), the same with Kong's families off (no prometheus
 //! plugin), a request that retried across regions, and an unrouted request.
 //!
@@ -44,6 +44,13 @@ fn retried_request() -> RequestRecord {
 
 fn on_request(c: &mut Criterion) {
     let mut group = c.benchmark_group("on_request");
+
+    // The floor: one relaxed atomic add, the unit every cell update costs. Measured in
+    // the same run so noisy neighbours can be factored out of the ratios.
+    let one_counter = std::sync::atomic::AtomicU64::new(0);
+    group.bench_function("baseline_one_atomic_add", |b| {
+        b.iter(|| one_counter.fetch_add(black_box(1), std::sync::atomic::Ordering::Relaxed))
+    });
 
     let metrics = Metrics::with_node_id("bench");
     metrics.on_config(&config());

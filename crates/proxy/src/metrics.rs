@@ -1186,7 +1186,12 @@ impl Metrics {
             for (service, route, cells) in cells {
                 for (source, row) in SLUICE_SOURCES.iter().zip(&cells.by_source_class) {
                     for (class, cell) in CLASSES.iter().zip(row) {
-                        f.sample(&[service, route, class, source], cell.get());
+                        // 2xx..5xx are always exported (the SLO ratio needs them from the
+                        // first scrape); 1xx and `other` are rare, so only once seen.
+                        let n = cell.get();
+                        if n > 0 || matches!(*class, "2xx" | "3xx" | "4xx" | "5xx") {
+                            f.sample(&[service, route, class, source], n);
+                        }
                     }
                 }
             }
