@@ -778,6 +778,8 @@ async fn set_target_health(
         .control
         .set_health(&upstream.name, &target.target, None, healthy)
         .map_err(|_| ApiError::NotFound)?;
+    // Operator overrides move traffic: leave an audit line for each.
+    tracing::info!(upstream = %upstream.name, target = %target.target, healthy, "admin: target health override");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -798,6 +800,7 @@ async fn set_address_health(
         .control
         .set_health(&upstream.name, &target.target, Some(addr), healthy)
         .map_err(|_| ApiError::NotFound)?;
+    tracing::info!(upstream = %upstream.name, target = %target.target, address = %addr, healthy, "admin: address health override");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -949,6 +952,7 @@ async fn apply(state: AppState, query: Params, request: Request) -> Result<Respo
 
     match state.control.apply_config(&text, format) {
         Ok(config) => {
+            tracing::info!(hash = %config.hash, bytes = text.len(), "admin: configuration applied");
             let stamps = stamps(state.control.as_ref());
             Ok((
                 StatusCode::CREATED,
@@ -957,6 +961,12 @@ async fn apply(state: AppState, query: Params, request: Request) -> Result<Respo
                 .into_response())
         }
         Err(ApplyError::Invalid(rejection)) => {
+            // The errors go back to the (authenticated) caller; the log says only that a
+            // configuration was refused, never what it contained.
+            tracing::warn!(
+                bytes = text.len(),
+                "admin: configuration rejected, running configuration unchanged"
+            );
             let flatten = flag(&params, "flatten_errors");
             let mut body = Map::new();
             body.insert("code".into(), json!(KongCode::DeclarativeConfig as u16));
