@@ -472,6 +472,11 @@ impl Checker {
         if self.tier0_has_enough(&snapshot) {
             if self.tier0_enough_since.is_none() {
                 self.tier0_enough_since = Some(now);
+                // Tier 0 was short until this snapshot: the failback window starts now,
+                // not at the publish that first showed it short.
+                if self.tier0_short_at.is_some() {
+                    self.tier0_short_at = Some(now);
+                }
             }
         } else {
             self.tier0_short_at = Some(now);

@@ -46,6 +46,20 @@ pub struct SimConfig {
     /// Run the liveness phase and check convergence at its end.
     pub check_liveness: bool,
     pub log_level: LogLevel,
+    /// Which snapshot a retry picks from.
+    pub retry_snapshot: RetrySnapshot,
+}
+
+/// Which snapshot a request's retries pick from.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum RetrySnapshot {
+    /// The one the request loaded when it started (what `sluice-proxy` does, and what
+    /// the snapshot contract describes).
+    #[default]
+    Loaded,
+    /// The latest published one, with the tried addresses carried over by key: models
+    /// a data plane that sees the controller's newest verdict on every retry.
+    Latest,
 }
 
 impl SimConfig {
@@ -65,6 +79,7 @@ impl SimConfig {
             requests_per_sec: 500,
             check_liveness: true,
             log_level: LogLevel::Transitions,
+            retry_snapshot: RetrySnapshot::Loaded,
         }
     }
 
@@ -104,6 +119,7 @@ impl SimConfig {
             requests_per_sec,
             check_liveness: true,
             log_level: LogLevel::Transitions,
+            retry_snapshot: RetrySnapshot::Loaded,
         }
     }
 }
@@ -241,6 +257,9 @@ struct Request {
     /// The snapshot the request loaded when it started; all its picks use it.
     snapshot: Arc<UpstreamSnapshot>,
     tried: Vec<u32>,
+    /// Attempts made (not `tried.len()`: a retry on a newer snapshot drops tried
+    /// addresses that no longer exist).
+    attempts: u32,
     current: u32,
     current_tier: u8,
     hash_key: Option<u64>,
@@ -282,6 +301,8 @@ pub struct Sim {
     /// Start of the current second and whether a client error was logged in it.
     error_log_second: Option<u64>,
     decisions: Vec<Arc<DecisionRecord>>,
+    /// Start times of requests whose client got a 5xx (the first [`HISTORY_CAP`]).
+    client_error_starts: Vec<Instant>,
     health_changes: Vec<HealthChange>,
     availability_changes: Vec<AvailabilityChange>,
     steps: u64,
@@ -323,6 +344,7 @@ impl Sim {
             drained: Vec::new(),
             error_log_second: None,
             decisions: Vec::new(),
+            client_error_starts: Vec::new(),
             health_changes: Vec::new(),
             availability_changes: Vec::new(),
             steps: 0,
@@ -365,6 +387,11 @@ impl Sim {
     /// Every decision record the controller emitted (the first [`HISTORY_CAP`]).
     pub fn decisions(&self) -> &[Arc<DecisionRecord>] {
         &self.decisions
+    }
+
+    /// When each request that ended in a client-visible 5xx had started.
+    pub fn client_error_starts(&self) -> &[Instant] {
+        &self.client_error_starts
     }
 
     pub fn health_changes(&self) -> &[HealthChange] {
@@ -767,6 +794,7 @@ impl Sim {
             started: self.now,
             snapshot,
             tried: Vec::new(),
+            attempts: 0,
             current: 0,
             current_tier: 0,
             hash_key,
@@ -781,9 +809,32 @@ impl Sim {
     /// Picks an address for the request's next attempt and starts it.
     fn dispatch(&mut self, id: u64) -> Result<(), NoPeer> {
         let entropy = self.traffic.next_u64();
+        let latest = self.published.clone();
         let Some(request) = self.requests.get_mut(&id) else {
             return Err(NoPeer::Unavailable);
         };
+        if self.config.retry_snapshot == RetrySnapshot::Latest
+            && !request.tried.is_empty()
+            && let Some(latest) = latest
+            && latest.version != request.snapshot.version
+        {
+            let tried_keys: Vec<&AddressKey> = request
+                .tried
+                .iter()
+                .filter_map(|&i| request.snapshot.addresses.get(i as usize))
+                .map(|a| &a.key)
+                .collect();
+            let tried: Vec<u32> = (0..latest.addresses.len() as u32)
+                .filter(|&i| {
+                    latest
+                        .addresses
+                        .get(i as usize)
+                        .is_some_and(|a| tried_keys.contains(&&a.key))
+                })
+                .collect();
+            request.tried = tried;
+            request.snapshot = latest;
+        }
         let cx = PickContext {
             now: self.now,
             entropy,
@@ -806,6 +857,7 @@ impl Sim {
             self.stats.retries_crossing_tier += 1;
         }
         request.tried.push(picked.index);
+        request.attempts += 1;
         request.current = picked.index;
         request.current_tier = picked.tier;
         address.load.start();
@@ -859,7 +911,7 @@ impl Sim {
                 &format!("request {id}: {outcome:?} in {latency_ms} ms"),
             );
         }
-        let attempts = request.tried.len() as u32;
+        let attempts = request.attempts;
         let started = request.started;
         self.apply(Event::AttemptCompleted {
             upstream: UPSTREAM.into(),
@@ -920,6 +972,9 @@ impl Sim {
             return;
         }
         self.stats.client_errors += 1;
+        if self.client_error_starts.len() < HISTORY_CAP {
+            self.client_error_starts.push(started);
+        }
         *self
             .stats
             .client_errors_by_status
