@@ -6,6 +6,8 @@
 //! is reported and then treated as absent, so decoding continues and every problem in the
 //! file surfaces in one run.
 
+use std::collections::HashMap;
+
 use crate::diagnostic::{Path, Sink};
 use crate::node::{Key, Node, Pos, Value};
 
@@ -45,20 +47,23 @@ pub(crate) fn fields<'a>(
         type_error(sink, node, path, "expected a record");
         return None;
     };
-    for (n, (key, _)) in entries.iter().enumerate() {
+    // A map, not a scan, so that a hostile map with many keys stays linear.
+    let mut first_seen: HashMap<&str, Pos> = HashMap::with_capacity(entries.len());
+    for (key, _) in entries {
         let key_path = path.key(&key.name);
-        if let Some((first, _)) = entries.iter().take(n).find(|(k, _)| k.name == key.name) {
+        if let Some(first) = first_seen.get(key.name.as_str()) {
             sink.error_hint(
                 &key_path,
                 key.pos,
                 format!("duplicate key '{}'", key.name),
                 format!(
                     "first written at line {}:{}; keep one",
-                    first.pos.line, first.pos.column
+                    first.line, first.column
                 ),
             );
             continue;
         }
+        first_seen.insert(&key.name, key.pos);
         if !allowed.contains(&key.name.as_str()) && !ALWAYS_ALLOWED.contains(&key.name.as_str()) {
             sink.error_hint(
                 &key_path,

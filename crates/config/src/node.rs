@@ -129,6 +129,9 @@ pub struct SyntaxError {
     pub pos: Pos,
 }
 
+/// Upper bound of events replayed from aliases in one document (see [`parse_tree`]).
+const MAX_ALIAS_REPLAYED_EVENTS: usize = 100_000;
+
 /// Parses YAML (or JSON) text into a node tree. Only syntax errors fail here; everything
 /// about the *content* is left to the decoder so that it can report all of it.
 pub fn parse_tree(source: &str) -> Result<Node, SyntaxError> {
@@ -137,6 +140,11 @@ pub fn parse_tree(source: &str) -> Result<Node, SyntaxError> {
     options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
     // We render our own one-line diagnostics; the snippet would be noise in them.
     options.with_snippet = false;
+    // Alias expansion is bounded well below the crate's default of 1,000,000 replayed
+    // events: a real kong.yml reuses a healthchecks block or two (tens of events each, a
+    // few hundred times at most), while an alias bomb posted to `POST /config` should be
+    // refused in milliseconds, not after building a million-node tree.
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAYED_EVENTS;
     // An empty or comment-only file arrives as a null document rather than an error, so
     // the decoder can say "the configuration is empty" with a hint.
     if source.trim().is_empty() || source.lines().all(is_blank_or_comment) {

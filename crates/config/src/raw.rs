@@ -12,6 +12,8 @@
 //! Entities Sluice does not run (consumers, certificates, vaults, ...) are recorded by
 //! name and position only; validation decides whether each is a warning or an error.
 
+use std::collections::HashMap;
+
 use crate::decode::{self, Fields, Sp, fields};
 use crate::diagnostic::{Path, Sink};
 use crate::node::{Node, Pos, Value};
@@ -503,9 +505,44 @@ fn header_map(sink: &mut Sink, f: &Fields<'_>, key: &str) -> Option<Sp<HeaderMap
         decode::type_error(sink, node, &path, "expected a map");
         return None;
     };
-    let mut headers = Vec::new();
+    let mut headers: HeaderMap = Vec::new();
+    // Header names are case-insensitive: an exact repeat is a YAML duplicate key (an
+    // error, like every duplicate key); `X-A` next to `x-a` is legal YAML that Kong takes,
+    // so the values are merged under the first spelling, with a warning.
+    let mut first_seen: HashMap<String, (String, Pos, usize)> = HashMap::new();
     for (name, values) in entries {
         let value_path = path.key(&name.name);
+        let folded = name.name.to_ascii_lowercase();
+        let merge_into = match first_seen.get(&folded) {
+            Some((spelling, first, _)) if *spelling == name.name => {
+                sink.error_hint(
+                    &value_path,
+                    name.pos,
+                    format!("duplicate key '{}'", name.name),
+                    format!(
+                        "first written at line {}:{}; keep one",
+                        first.line, first.column
+                    ),
+                );
+                continue;
+            }
+            Some((spelling, first, index)) => {
+                sink.warning(
+                    &value_path,
+                    name.pos,
+                    format!(
+                        "header '{}' repeats '{spelling}' (header names are case-insensitive)",
+                        name.name
+                    ),
+                    format!(
+                        "its values are merged with line {}:{}; list them under one name",
+                        first.line, first.column
+                    ),
+                );
+                Some(*index)
+            }
+            None => None,
+        };
         let list = match &values.value {
             Value::Seq(items) => items
                 .iter()
@@ -517,7 +554,13 @@ fn header_map(sink: &mut Sink, f: &Fields<'_>, key: &str) -> Option<Sp<HeaderMap
                 continue;
             }
         };
-        headers.push((Sp::new(name.name.clone(), name.pos, value_path), list));
+        match merge_into.and_then(|index| headers.get_mut(index)) {
+            Some((_, existing)) => existing.extend(list),
+            None => {
+                first_seen.insert(folded, (name.name.clone(), name.pos, headers.len()));
+                headers.push((Sp::new(name.name.clone(), name.pos, value_path), list));
+            }
+        }
     }
     Some(Sp::new(headers, node.pos, path))
 }

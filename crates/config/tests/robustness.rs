@@ -97,3 +97,36 @@ proptest! {
         check(&text);
     }
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let depth = 10_000;
+    let text = format!(
+        "_format_version: \"3.0\"\nx: {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let Err(diagnostics) = parse(&text, "deep.yml") else {
+        panic!("absurd nesting must be rejected");
+    };
+    assert!(diagnostics.error_count() > 0);
+}
+
+#[test]
+fn alias_bombs_are_an_error_not_a_hang() {
+    // "Billion laughs": each level doubles the size; 30 levels would be 2^30 nodes.
+    let mut text = String::from("_format_version: \"3.0\"\na0: &a0 [x, x]\n");
+    for level in 1..30 {
+        let previous = level - 1;
+        text.push_str(&format!(
+            "a{level}: &a{level} [*a{previous}, *a{previous}]\n"
+        ));
+    }
+    let started = std::time::Instant::now();
+    let result = parse(&text, "bomb.yml");
+    assert!(result.is_err());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the parser's budget must stop it early"
+    );
+}

@@ -457,3 +457,59 @@ fn documented_tier_example_gets_the_documented_tiers() {
     assert_eq!(orders.failback_hold_down, Duration::from_secs(10));
     assert_eq!(orders.failback_ramp, Duration::from_secs(20));
 }
+
+/// A file the size of a large Kong installation: 1,000 services with a route each, 1,000
+/// upstreams with 5 targets each (about 16,000 lines, 570 kB).
+fn large_config() -> String {
+    let mut text = String::from("_format_version: \"3.0\"\nservices:\n");
+    for n in 0..1000 {
+        text.push_str(&format!(
+            "  - name: svc-{n}\n    host: up-{n}.internal\n    routes:\n      - name: route-{n}\n        paths: [/svc-{n}]\n"
+        ));
+    }
+    text.push_str("upstreams:\n");
+    for n in 0..1000 {
+        text.push_str(&format!(
+            "  - name: up-{n}.internal\n    healthchecks:\n      active:\n        healthy: {{interval: 1, successes: 2}}\n        unhealthy: {{interval: 1, http_failures: 2}}\n    targets:\n"
+        ));
+        for t in 0..5 {
+            let region = if t < 3 { "primary" } else { "secondary" };
+            text.push_str(&format!(
+                "      - {{target: \"10.{}.{}.{t}:8080\", tags: [region:{region}]}}\n",
+                n / 250,
+                n % 250
+            ));
+        }
+    }
+    text
+}
+
+#[test]
+fn a_large_installation_validates_quickly() {
+    let text = large_config();
+    let started = std::time::Instant::now();
+    let loaded = match parse(&text, "large.yml") {
+        Ok(loaded) => loaded,
+        Err(d) => panic!("large config must validate:\n{d}"),
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(loaded.config.routes.len(), 1000);
+    assert_eq!(
+        loaded
+            .config
+            .upstreams
+            .iter()
+            .map(|u| u.targets.len())
+            .sum::<usize>(),
+        5000
+    );
+    assert!(loaded.config.services.iter().all(|s| s.upstream.is_some()));
+    println!(
+        "large config: {} bytes, {} lines, parsed and validated in {elapsed:?}",
+        text.len(),
+        text.lines().count()
+    );
+    // Generous even for an unoptimised build on a loaded 2-core machine; a reload path
+    // that took this long would be a bug.
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+}

@@ -338,7 +338,14 @@ impl KeyIndex {
     }
 }
 
+/// Suggestions are skipped beyond this many candidates: each costs an edit distance, and a
+/// hostile file with thousands of dangling references must not make validation quadratic.
+const MAX_SUGGESTION_CANDIDATES: usize = 1_000;
+
 fn closest<'a>(name: &str, candidates: &[&'a String]) -> Option<&'a String> {
+    if candidates.len() > MAX_SUGGESTION_CANDIDATES {
+        return None;
+    }
     candidates
         .iter()
         .map(|c| (decode::edit_distance(name, c), *c))

@@ -51,11 +51,11 @@ pub(super) fn plugins(
     let mut scopes: BTreeMap<(String, String), Path> = BTreeMap::new();
     for (raw_plugin, nested_service, nested_route) in all {
         let Some(name) = &raw_plugin.name else {
-            sink.entity_error(
+            sink.error_hint(
                 &raw_plugin.path.key("name"),
                 raw_plugin.pos,
                 "required field missing",
-                Some("name: prometheus".into()),
+                "name: prometheus",
             );
             continue;
         };

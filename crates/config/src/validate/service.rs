@@ -142,11 +142,11 @@ pub(super) fn service(
         },
         (None, None) => {
             if raw.url.is_none() {
-                sink.entity_error(
+                sink.error_hint(
                     &raw.path.key("host"),
                     raw.pos,
                     "required field missing",
-                    Some("set host (a hostname, an ip, or an upstream's name) or url".into()),
+                    "set host (a hostname, an ip, or an upstream's name) or url",
                 );
             }
             String::new()

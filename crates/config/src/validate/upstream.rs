@@ -66,11 +66,11 @@ pub(super) fn upstream(sink: &mut Sink, raw: &RawUpstream, ids: &mut IdRegistry)
             name.value.clone()
         }
         None => {
-            sink.entity_error(
+            sink.error_hint(
                 &raw.path.key("name"),
                 raw.pos,
                 "required field missing",
-                Some("every upstream needs a name (a hostname)".into()),
+                "every upstream needs a name (a hostname)",
             );
             String::new()
         }
@@ -475,11 +475,11 @@ pub(super) fn targets(
     let mut seen: HashMap<String, Path> = HashMap::new();
     for raw_target in raw {
         let Some(written) = &raw_target.target else {
-            sink.entity_error(
+            sink.error_hint(
                 &raw_target.path.key("target"),
                 raw_target.pos,
                 "required field missing",
-                Some("target: <host>:<port>".into()),
+                "target: <host>:<port>",
             );
             continue;
         };
