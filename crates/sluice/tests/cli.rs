@@ -1,0 +1,403 @@
+//! End-to-end tests of the `sluice` binary as a user runs it: `check` exit codes and
+//! diagnostics, `demo` failover and failback with zero client errors, `run` with SIGHUP
+//! and `POST /config` reloads. Real processes, real sockets, loopback only; every wait
+//! is a bounded poll, never a fixed sleep used as synchronisation.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A child process that is killed (by its PID, which we started) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection. Returns status, headers and body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-yaml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line: {head:?}")))?;
+    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_column() {
+    let dir = temp_dir("check");
+    let file = dir.join("kong.yml");
+    std::fs::write(
+        &file,
+        "_format_version: \"3.0\"\nservices:\n- name: productAPI\n  host: products\n  routes:\n  - name: r1\n  - name: r2\n    paths: [\"products\"]\nupstreams:\n- name: products\n  targets:\n  - target: 10.0.0.1:80\n    weight: heavy\n  - target: 10.0.0.1:80\nplugins:\n- name: rate-limiting\n",
+    )
+    .unwrap();
+    let out = Command::new(SLUICE)
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "an invalid file exits 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = file.display().to_string();
+    for expected in [
+        format!("{name}:6:5: error: services[0].routes[0]"),
+        format!("{name}:8:13: error: services[0].routes[1].paths[0]"),
+        format!("{name}:13:13: error: upstreams[0].targets[0].weight"),
+        format!("{name}:14:13: error: upstreams[0].targets[1].target"),
+        format!("{name}:16:9: error: plugins[0].name: plugin 'rate-limiting' is not supported"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_exit_codes_valid_and_unreadable() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/kong.yml");
+    let ok = Command::new(SLUICE)
+        .args(["check", example])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 services"));
+
+    let missing = Command::new(SLUICE)
+        .args(["check", "/nonexistent/kong.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2), "an unreadable file exits 2");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+/// Reads the demo's stdout until the "Try:" block printed the addresses we need.
+fn demo_addresses(child: &mut Child) -> (SocketAddr, SocketAddr) {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut proxy = None;
+    let mut admin = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.is_none() || admin.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "demo did not print its addresses"
+        );
+        let line = lines.next().expect("demo exited early").unwrap();
+        let url = |l: &str| {
+            l.split("http://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        };
+        if line.contains("curl -i") && line.contains("/products") {
+            proxy = url(&line);
+        } else if line.contains("/sluice/decisions") {
+            admin = url(&line);
+        }
+    }
+    // Keep draining stdout so the demo never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (proxy.unwrap(), admin.unwrap())
+}
+
+#[test]
+fn demo_fails_over_and_back_with_zero_client_errors() {
+    let mut child = Command::new(SLUICE)
+        .args([
+            "demo",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--gui-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (proxy, admin) = demo_addresses(&mut child);
+    let _demo = Proc(child);
+
+    let (status, head, body) = http(proxy, "GET", "/products", None).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "x-backend-region"), Some("primary"));
+    assert!(body.contains("\"service\":\"productAPI\""), "{body}");
+
+    // Clients keep calling all the time; every response is recorded.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let total = Arc::new(AtomicU64::new(0));
+    let last_region = Arc::new(Mutex::new(String::new()));
+    // Consecutive answers from the secondary region: proves a full failover, not a spill.
+    let secondary_streak = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, failures, total, last_region) = (
+                stop.clone(),
+                failures.clone(),
+                total.clone(),
+                last_region.clone(),
+            );
+            let secondary_streak = secondary_streak.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                // Bounded: the loop ends on `stop` or after 120 s, whichever comes first.
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(120)
+                {
+                    match http(proxy, "GET", "/products", None) {
+                        Ok((200, head, _)) => {
+                            let region = header(&head, "x-backend-region").unwrap_or("").to_owned();
+                            if region == "secondary" {
+                                secondary_streak.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                secondary_streak.store(0, Ordering::Relaxed);
+                            }
+                            *last_region.lock().unwrap() = region;
+                        }
+                        Ok((code, _, body)) => {
+                            failures.lock().unwrap().push(format!("{code} {body}"))
+                        }
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                    total.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    let fault = |f: &str| {
+        let body = format!("{{\"region\":\"primary\",\"fault\":\"{f}\"}}");
+        let mut s = TcpStream::connect(admin).unwrap();
+        write!(s, "POST /sluice/demo/faults HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "fault injection failed: {r}");
+    };
+
+    wait_for("some traffic", Duration::from_secs(20), || {
+        (total.load(Ordering::Relaxed) > 50).then_some(())
+    });
+    fault("down");
+    wait_for(
+        "all traffic served from the secondary region",
+        Duration::from_secs(30),
+        || (secondary_streak.load(Ordering::Relaxed) >= 200).then_some(()),
+    );
+
+    fault("none");
+    // The example's hold-down is 10 s; traffic returns to the primary along the ramp.
+    wait_for(
+        "traffic back in the primary region",
+        Duration::from_secs(60),
+        || (*last_region.lock().unwrap() == "primary").then_some(()),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} client requests failed: {:?}",
+        failures.len(),
+        total.load(Ordering::Relaxed),
+        &failures[..failures.len().min(5)]
+    );
+
+    let (status, _, decisions) = http(admin, "GET", "/sluice/decisions", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        decisions.contains("\"failover\"") || decisions.contains("\"spill\""),
+        "no failover decision recorded: {decisions}"
+    );
+    assert!(
+        decisions.contains("failback"),
+        "no failback decision recorded: {decisions}"
+    );
+}
+
+fn start_backend(instance: &str, region: &str) -> (Proc, SocketAddr) {
+    let mut child = Command::new(SLUICE)
+        .args([
+            "backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--service",
+            "svc",
+            "--instance",
+            instance,
+            "--region",
+            region,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .expect("backend address");
+    (Proc(child), addr)
+}
+
+fn config_for(target: SocketAddr) -> String {
+    format!(
+        "_format_version: \"3.0\"\nservices:\n- name: svc\n  host: svc.upstream\n  routes:\n  - name: r\n    paths: [/]\nupstreams:\n- name: svc.upstream\n  targets:\n  - target: \"{target}\"\n"
+    )
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn run_reloads_on_sighup_and_post_config_and_keeps_running_config_on_errors() {
+    let (_a, addr_a) = start_backend("a", "primary");
+    let (_b, addr_b) = start_backend("b", "primary");
+    let dir = temp_dir("reload");
+    let file = dir.join("kong.yml");
+    std::fs::write(&file, config_for(addr_a)).unwrap();
+    let (proxy, admin, gui) = (free_port(), free_port(), free_port());
+    let child = Command::new(SLUICE)
+        .arg("run")
+        .arg("--config")
+        .arg(&file)
+        .args([
+            "--proxy-listen",
+            &proxy.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--gui-listen",
+            &gui.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _gateway = Proc(child);
+    let instance = || {
+        http(proxy, "GET", "/x", None)
+            .ok()
+            .and_then(|(_, head, _)| header(&head, "x-backend-instance").map(str::to_owned))
+    };
+    wait_for(
+        "the gateway to serve backend a",
+        Duration::from_secs(30),
+        || (instance().as_deref() == Some("a")).then_some(()),
+    );
+
+    // SIGHUP with a new file: traffic moves to b.
+    std::fs::write(&file, config_for(addr_b)).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for(
+        "SIGHUP reload to take effect",
+        Duration::from_secs(30),
+        || (instance().as_deref() == Some("b")).then_some(()),
+    );
+
+    // An invalid file on SIGHUP: the running configuration stays.
+    std::fs::write(&file, "_format_version: \"3.0\"\nservices: [{name: x}]\n").unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // An invalid POST /config: 400 with Kong's error body, and the running configuration stays.
+    let (status, _, body) = http(admin, "POST", "/config", Some("_format_version: \"3.0\"\nupstreams: [{name: u, targets: [{target: x, weight: heavy}]}]\n")).unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid declarative configuration"), "{body}");
+    for _ in 0..20 {
+        assert_eq!(
+            instance().as_deref(),
+            Some("b"),
+            "an invalid reload must not change the running configuration"
+        );
+    }
+
+    // A valid POST /config (Kong DB-less body): traffic moves back to a.
+    let (status, _, body) = http(admin, "POST", "/config", Some(&config_for(addr_a))).unwrap();
+    assert_eq!(status, 201, "{body}");
+    wait_for(
+        "POST /config to take effect",
+        Duration::from_secs(30),
+        || (instance().as_deref() == Some("a")).then_some(()),
+    );
+}
