@@ -10,7 +10,7 @@
 //! see a new value with an old stamp for an instant: the EWMA is a heuristic and that
 //! window only shifts one decay step, never a decision's correctness.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::time::Instant;
 
@@ -22,6 +22,9 @@ pub struct AddressLoad {
     ewma_us_bits: AtomicU64,
     /// When the EWMA was last updated (virtual ms).
     ewma_stamp_ms: AtomicU64,
+    /// Whether the EWMA holds a measurement rather than a seed: the first real sample
+    /// replaces a seed outright instead of being blended with a number nobody measured.
+    ewma_measured: AtomicBool,
 }
 
 impl AddressLoad {
@@ -72,10 +75,24 @@ impl AddressLoad {
         )
     }
 
-    /// Store a new EWMA value computed by `balance::ewma`.
+    /// Store a new EWMA value computed by `balance::ewma` from a measurement.
     pub fn store_ewma(&self, us: f64, now: Instant) {
         self.ewma_us_bits.store(us.to_bits(), Ordering::Relaxed);
         self.ewma_stamp_ms.store(now.as_millis(), Ordering::Relaxed);
+        self.ewma_measured.store(true, Ordering::Relaxed);
+    }
+
+    /// Store an assumed EWMA value (a default for an address with no measurement yet);
+    /// the next measurement replaces it.
+    pub fn seed_ewma(&self, us: f64, now: Instant) {
+        self.ewma_us_bits.store(us.to_bits(), Ordering::Relaxed);
+        self.ewma_stamp_ms.store(now.as_millis(), Ordering::Relaxed);
+        self.ewma_measured.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the EWMA is based on at least one measurement (not only a seed).
+    pub fn ewma_measured(&self) -> bool {
+        self.ewma_measured.load(Ordering::Relaxed)
     }
 }
 

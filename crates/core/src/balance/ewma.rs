@@ -1,19 +1,31 @@
 //! Peak-EWMA latency estimate per address (Finagle / Linkerd style), the input of the
 //! `latency` balancer and of adaptive round-robin weights.
 //!
-//! * A sample **above** the current estimate replaces it at once: a backend that just got
-//!   slow is treated as slow immediately, not after several averaging steps.
-//! * A sample **below** pulls the estimate toward it with time constant [`DECAY_TAU`]:
-//!   `ewma ← ewma·w + sample·(1−w)`, `w = exp(−Δt/τ)` (Kong's `latency.lua` formula).
-//! * When the estimate is **read**, it is decayed toward zero by the time since the last
-//!   sample. An address nobody picked (because it looked slow) therefore gets cheaper and
-//!   is probed again by real traffic; one sample then corrects it.
-//! * The read value never goes below [`LATENCY_FLOOR`]: a zero cost would make the
-//!   in-flight factor of `cost` meaningless, and the zero-cost address would take every
-//!   request until its first answer arrived (herding).
+//! The estimate is one number per address that behaves like a decaying peak:
+//! * Between samples it **decays toward zero** with time constant [`DECAY_TAU`]:
+//!   `e(t) = e₀ · exp(−Δt/τ)`. An address nobody picks (because it looked slow) thus gets
+//!   cheaper and is probed again by real traffic.
+//! * A sample **at or above** the decayed estimate replaces it at once: a backend that
+//!   just got slow is treated as slow immediately, and a probe of a recovered address
+//!   (whose estimate decayed below its real latency) corrects it in one sample.
+//! * The first measurement replaces the seed ([`DEFAULT_RTT`]) whatever its value.
+//! * A sample **below** the decayed estimate is blended in with weight
+//!   `1 − exp(−rtt/τ)`, the time the request was outstanding: the estimate comes down
+//!   mainly by decaying, not by one lucky fast answer.
 //!
-//! The state is two atomics in [`AddressLoad`]; the data plane calls [`observe`] after
-//! each response, the balancers call [`cost`] / [`latency_us`] with their own `now`.
+//! This is the rule of Linkerd's `tower` PeakEwma, which decays the estimate on every
+//! read and blends each response over its round-trip time. Kong's `latency.lua` blends
+//! from the *undecayed* stored value instead, so a probe of an address that looked slow
+//! drags its old latency back in and the address stays shunned long after it recovered
+//! (a test here reproduces that scenario: see `balance::latency`).
+//!
+//! Reads never go below [`LATENCY_FLOOR`]: a zero cost would make the in-flight factor of
+//! `cost` meaningless, and the zero-cost address would take every request until its
+//! first answer arrived (herding).
+//!
+//! The state is two atomics in [`AddressLoad`]; the data plane calls [`observe`] /
+//! [`observe_failure`] after each attempt, the balancers call [`cost`] / [`latency_us`]
+//! with their own `now`.
 
 use crate::load::AddressLoad;
 use crate::time::{Duration, Instant};
@@ -59,7 +71,7 @@ fn stored_or_default(us: f64) -> f64 {
 /// for a new address and may call it when an address comes back from being unavailable,
 /// so its stale, decayed estimate does not make it look free.
 pub fn seed(load: &AddressLoad, now: Instant) {
-    load.store_ewma(micros(DEFAULT_RTT), now);
+    load.seed_ewma(micros(DEFAULT_RTT), now);
 }
 
 /// Record one response latency (connect + time to response header) measured at `now`.
@@ -69,15 +81,22 @@ pub fn seed(load: &AddressLoad, now: Instant) {
 /// convergence by one sample, which is why this is two relaxed stores and not a lock.
 pub fn observe(load: &AddressLoad, rtt: Duration, now: Instant) {
     let sample = micros(rtt);
-    let (current, stamp) = load.ewma_raw();
-    let next = if !(current.is_finite() && current > 0.0) || sample >= current {
-        // Peak: a slower answer is believed at once.
+    let decayed = decayed_us(load, now);
+    let next = if sample >= decayed || !load.ewma_measured() {
+        // Peak: a slower answer is believed at once. And the first measurement replaces
+        // the seed: the default RTT was a guess, not something to average with.
         sample
     } else {
-        let w = decay_factor(stamp, now);
-        current * w + sample * (1.0 - w)
+        let w = (-sample / micros(DECAY_TAU)).exp();
+        decayed * w + sample * (1.0 - w)
     };
     load.store_ewma(next, now);
+}
+
+/// The estimate decayed toward zero since its last update, without the floor.
+fn decayed_us(load: &AddressLoad, now: Instant) -> f64 {
+    let (us, stamp) = load.ewma_raw();
+    stored_or_default(us) * decay_factor(stamp, now)
 }
 
 /// Ceiling of the penalty one failure can add (see [`observe_failure`]). Above the latency
@@ -106,8 +125,7 @@ pub fn observe_failure(load: &AddressLoad, elapsed: Duration, now: Instant) {
 /// Latency estimate in microseconds as of `now`: the stored value decayed toward zero by
 /// the idle time since the last sample, never below [`LATENCY_FLOOR`].
 pub fn latency_us(load: &AddressLoad, now: Instant) -> f64 {
-    let (us, stamp) = load.ewma_raw();
-    (stored_or_default(us) * decay_factor(stamp, now)).max(micros(LATENCY_FLOOR))
+    decayed_us(load, now).max(micros(LATENCY_FLOOR))
 }
 
 /// Load cost of sending one more request to this address: `latency × (in_flight + 1)`.
@@ -134,21 +152,50 @@ mod tests {
     }
 
     #[test]
-    fn a_faster_sample_pulls_the_estimate_with_the_decay_time_constant() {
+    fn the_first_measurement_replaces_the_seed() {
+        let load = AddressLoad::new(at(0));
+        assert!(!load.ewma_measured());
+        observe(&load, Duration::from_millis(2), at(100));
+        assert_eq!(load.ewma_raw().0, 2_000.0);
+        assert!(load.ewma_measured());
+        seed(&load, at(200));
+        assert_eq!(
+            latency_us(&load, at(200)),
+            micros(DEFAULT_RTT),
+            "reseeding on recovery"
+        );
+        assert!(!load.ewma_measured());
+    }
+
+    #[test]
+    fn a_faster_sample_is_blended_over_its_round_trip_time() {
         let load = AddressLoad::default();
         observe(&load, Duration::from_millis(100), at(0));
-        // One time constant later the estimate has moved 1 − 1/e (63%) of the way.
+        // Ten seconds (one τ) later the estimate has decayed to 100/e ms; a 10 ms answer
+        // is blended in with weight 1 − exp(−10 ms / 10 s), i.e. about 0.1%.
         observe(&load, Duration::from_millis(10), at(10_000));
-        let expected =
-            100_000.0 / std::f64::consts::E + 10_000.0 * (1.0 - 1.0 / std::f64::consts::E);
+        let decayed = 100_000.0 / std::f64::consts::E;
+        let w = (-0.001f64).exp();
+        let expected = decayed * w + 10_000.0 * (1.0 - w);
         let got = load.ewma_raw().0;
         assert!(
-            (got - expected).abs() < 1.0,
+            (got - expected).abs() < 0.01,
             "got {got}, expected {expected}"
         );
-        // A lower sample in the same millisecond moves nothing: decay is time-based.
-        observe(&load, Duration::from_millis(1), at(10_000));
-        assert!((load.ewma_raw().0 - expected).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_probe_of_a_decayed_address_resets_it_to_the_sample() {
+        // The recovered-backend case: 50 ms, then idle for 30 s, then answers in 5 ms.
+        let load = AddressLoad::default();
+        observe(&load, Duration::from_millis(50), at(0));
+        assert!(latency_us(&load, at(30_000)) < 5_000.0);
+        observe(&load, Duration::from_millis(5), at(30_000));
+        assert_eq!(
+            load.ewma_raw().0,
+            5_000.0,
+            "not dragged back toward the old 50 ms"
+        );
     }
 
     #[test]
@@ -213,11 +260,15 @@ mod tests {
         let load = AddressLoad::default();
         observe(&load, Duration::from_millis(50), at(10_000));
         observe(&load, Duration::from_millis(5), at(9_000));
-        assert_eq!(
-            load.ewma_raw().0,
-            50_000.0,
-            "no time passed: a lower sample has no weight"
+        let (us, _) = load.ewma_raw();
+        assert!(
+            us > 49_900.0 && us <= 50_000.0,
+            "no decay for a `now` in the past, only the 5 ms blend: {us}"
         );
-        assert_eq!(latency_us(&load, at(1_000)), 50_000.0);
+        assert_eq!(
+            latency_us(&load, at(1_000)),
+            us,
+            "reads in the past do not decay"
+        );
     }
 }

@@ -155,6 +155,54 @@ mod tests {
         }
     }
 
+    /// A virtual-time run: one request per millisecond, each answered at once with its
+    /// address's current latency. Address 2 is slow for the first 5 s, then as fast as the
+    /// others. Returns, per 1-second bucket, how many requests address 2 received.
+    fn run_with_a_slow_phase(seconds: u64) -> Vec<u32> {
+        let snapshot = SnapshotBuilder::new(Algorithm::Latency)
+            .address(Shape::weight(100))
+            .address(Shape::weight(100))
+            .address(Shape::weight(100))
+            .build();
+        let mut per_second = vec![0u32; seconds as usize];
+        for ms in 0..seconds * 1_000 {
+            let now = Instant::from_millis(ms);
+            let cx = PickContext {
+                now,
+                entropy: ms,
+                hash_key: None,
+                tried: &[],
+            };
+            let Ok(picked) = pick_address(&snapshot, &cx) else {
+                continue;
+            };
+            let slow = picked.index == 2 && ms < 5_000;
+            let rtt = Duration::from_millis(if slow { 50 } else { 5 });
+            ewma::observe(&snapshot.addresses[picked.index as usize].load, rtt, now);
+            if picked.index == 2 {
+                per_second[(ms / 1_000) as usize] += 1;
+            }
+        }
+        per_second
+    }
+
+    #[test]
+    fn traffic_leaves_a_slow_address_and_returns_after_it_recovers() {
+        let slow_counts = run_with_a_slow_phase(60);
+        let slow_phase: u32 = slow_counts[..5].iter().sum();
+        assert!(
+            slow_phase < 100,
+            "slow address got {slow_phase} of 5000 requests"
+        );
+        // Unpicked, its estimate decays toward the others' 5 ms (τ = 10 s: 50 ms → 5 ms
+        // takes ~23 s), then real traffic probes it, finds it fast, and it is back.
+        let last_ten: u32 = slow_counts[50..].iter().sum();
+        assert!(
+            last_ten > 2_500,
+            "recovered address got {last_ten} of 10000 (fair: 3333)"
+        );
+    }
+
     proptest! {
         #[test]
         fn candidates_are_distinct_eligible_and_untried(
