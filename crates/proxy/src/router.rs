@@ -209,8 +209,16 @@ impl Group {
             PathKind::Any => self.pathless.push(rank),
             PathKind::Prefix(p) => self.trie.insert(p.as_bytes(), rank),
             PathKind::Regex(re) => {
-                self.pending_regex.push(re.as_str().to_owned());
-                self.regex_ranks.push(rank);
+                // An anchored regex that starts with a literal can only match paths that
+                // start with that literal: index it in the trie like a prefix and check
+                // the regex itself only for such paths. The rest go into one RegexSet.
+                match regex_literal_prefix(strip_anchor(re.as_str())) {
+                    Some(literal) => self.trie.insert(literal.as_bytes(), rank),
+                    None => {
+                        self.pending_regex.push(re.as_str().to_owned());
+                        self.regex_ranks.push(rank);
+                    }
+                }
             }
         }
     }
@@ -236,6 +244,50 @@ impl Group {
             }
         }
     }
+}
+
+/// The source of a compiled path regex without the `^(?:` ... `)` anchoring wrapper.
+fn strip_anchor(compiled: &str) -> &str {
+    compiled
+        .strip_prefix("^(?:")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or("")
+}
+
+/// The literal text every match of `src` (anchored at the start) begins with, when it
+/// is easy to prove: no alternation anywhere, and the literal run stops at the first
+/// metacharacter (dropping the last literal if a quantifier makes it optional).
+fn regex_literal_prefix(src: &str) -> Option<String> {
+    if src.contains('|') {
+        return None;
+    }
+    let mut literal = String::new();
+    let mut chars = src.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_alphanumeric() || "/-_~%:@!,;=&'<>\"".contains(c) {
+            literal.push(c);
+            chars.next();
+        } else if c == '\\' {
+            let mut ahead = chars.clone();
+            ahead.next();
+            match ahead.peek() {
+                // `\.`, `\/`...: an escaped punctuation character is that character.
+                Some(&escaped) if escaped.is_ascii_punctuation() => {
+                    literal.push(escaped);
+                    chars.next();
+                    chars.next();
+                }
+                // `\d`, `\w`, `\b`...: a class or an assertion, not a literal.
+                _ => break,
+            }
+        } else {
+            break;
+        }
+    }
+    if matches!(chars.peek(), Some('?' | '*' | '{')) {
+        literal.pop();
+    }
+    (!literal.is_empty()).then_some(literal)
 }
 
 /// A successful match.
@@ -266,7 +318,14 @@ pub struct Router {
     routes: Vec<CompiledRoute>,
     /// Sorted by priority: the index is the rank.
     entries: Vec<Entry>,
+    /// Routes by exact host.
     by_host: HashMap<Box<str>, Group>,
+    /// Routes by `*.x.com` wildcard, keyed `.x.com`: a request host is looked up by each
+    /// of its suffixes that starts at a dot.
+    by_wildcard_prefix: HashMap<Box<str>, Group>,
+    /// Routes by `x.*` wildcard, keyed `x.`: looked up by each host prefix ending at a dot.
+    by_wildcard_suffix: HashMap<Box<str>, Group>,
+    /// Routes without hosts.
     any_host: Group,
 }
 
@@ -315,7 +374,7 @@ impl Router {
     /// out, as Kong does.
     pub fn build(config: &Config) -> Result<Router, RouterError> {
         let mut routes = Vec::with_capacity(config.routes.len());
-        let mut keyed: Vec<(Priority, usize, Entry, Vec<Box<str>>)> = Vec::new();
+        let mut keyed: Vec<(Priority, usize, Entry, Vec<HostMatch>)> = Vec::new();
 
         for (index, route) in config.routes.iter().enumerate() {
             let Some(https_redirect) = http_disposition(route) else {
@@ -386,18 +445,8 @@ impl Router {
                 + u8::from(!route.hosts.is_empty())
                 + u8::from(!route.paths.is_empty())
                 + u8::from(!route.headers.is_empty());
-            // Exact-host keys; `None` means the entries go to the any-host group.
-            let host_keys: Vec<Box<str>> = if plain_hosts_only {
-                hosts
-                    .iter()
-                    .filter_map(|h| match h {
-                        HostMatch::Exact(v) => Some(v.as_str().into()),
-                        _ => None,
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            // Every host pattern indexes the route; no hosts = the any-host group.
+            let host_keys: Vec<HostMatch> = hosts.clone();
 
             let route_index = routes.len() as u32;
             let path_kinds: Vec<PathKind> = if route.paths.is_empty() {
@@ -483,6 +532,8 @@ impl Router {
             routes,
             entries: Vec::with_capacity(keyed.len()),
             by_host: HashMap::new(),
+            by_wildcard_prefix: HashMap::new(),
+            by_wildcard_suffix: HashMap::new(),
             any_host: Group::default(),
         };
         for (rank, (_, _, entry, host_keys)) in keyed.into_iter().enumerate() {
@@ -491,9 +542,12 @@ impl Router {
                 router.any_host.add(rank, &entry.path);
             } else {
                 for key in host_keys {
-                    router
-                        .by_host
-                        .entry(key)
+                    let (map, key) = match key {
+                        HostMatch::Exact(v) => (&mut router.by_host, v),
+                        HostMatch::WildcardPrefix(v) => (&mut router.by_wildcard_prefix, v),
+                        HostMatch::WildcardSuffix(v) => (&mut router.by_wildcard_suffix, v),
+                    };
+                    map.entry(key.into_boxed_str())
                         .or_default()
                         .add(rank, &entry.path);
                 }
@@ -501,7 +555,12 @@ impl Router {
             router.entries.push(entry);
         }
         router.any_host.finish()?;
-        for group in router.by_host.values_mut() {
+        for group in router
+            .by_host
+            .values_mut()
+            .chain(router.by_wildcard_prefix.values_mut())
+            .chain(router.by_wildcard_suffix.values_mut())
+        {
             group.finish()?;
         }
         Ok(router)
@@ -523,6 +582,22 @@ impl Router {
         let mut candidates: Vec<u32> = Vec::new();
         if let Some(group) = self.by_host.get(host) {
             group.candidates(request.path, &mut candidates);
+        }
+        if !self.by_wildcard_prefix.is_empty() {
+            // ".b.example.com", ".example.com", ".com" for "a.b.example.com"; the key must
+            // leave at least one character in front (a wildcard stands for a label).
+            for (i, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
+                if let Some(group) = host.get(i..).and_then(|k| self.by_wildcard_prefix.get(k)) {
+                    group.candidates(request.path, &mut candidates);
+                }
+            }
+        }
+        if !self.by_wildcard_suffix.is_empty() {
+            for (i, _) in host.match_indices('.').filter(|(i, _)| *i + 1 < host.len()) {
+                if let Some(group) = host.get(..=i).and_then(|k| self.by_wildcard_suffix.get(k)) {
+                    group.candidates(request.path, &mut candidates);
+                }
+            }
         }
         self.any_host.candidates(request.path, &mut candidates);
         candidates.sort_unstable();
@@ -944,6 +1019,41 @@ mod tests {
                 case.why
             );
         }
+    }
+
+    #[test]
+    fn regex_literal_prefixes_are_conservative() {
+        let cases = [
+            (r"/users/\d+", Some("/users/")),
+            (r"/api/v1\.0/(?<x>.*)", Some("/api/v1.0/")),
+            (r"/colou?r", Some("/colo")),
+            (r"/a|/b", None),
+            (r"(?i)/case", None),
+            (r"\d+", None),
+            (r"/files{2}", Some("/file")),
+        ];
+        for (src, expected) in cases {
+            assert_eq!(regex_literal_prefix(src).as_deref(), expected, "{src}");
+        }
+    }
+
+    #[test]
+    fn wildcard_hosts_match_through_the_index() {
+        let mut a = route("deep");
+        a.hosts = vec![HostMatch::WildcardPrefix(".example.com".into())];
+        let mut b = route("suffix");
+        b.hosts = vec![HostMatch::WildcardSuffix("api.".into())];
+        let router = Router::build(&config(vec![a, b])).unwrap();
+        assert_eq!(
+            find(&router, "GET", "a.b.example.com", "/", &[]).as_deref(),
+            Some("deep")
+        );
+        assert_eq!(
+            find(&router, "GET", "api.example.co.uk", "/", &[]).as_deref(),
+            Some("suffix")
+        );
+        assert_eq!(find(&router, "GET", "example.com", "/", &[]), None);
+        assert_eq!(find(&router, "GET", "api.", "/", &[]), None);
     }
 
     #[test]
