@@ -513,3 +513,36 @@ fn a_large_installation_validates_quickly() {
     // that took this long would be a bug.
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 }
+
+#[test]
+fn a_kong_export_is_taken_unchanged_with_its_ids() {
+    let loaded = match load(&data_dir("ok").join("kong-db-export.yaml")) {
+        Ok(loaded) => loaded,
+        Err(d) => panic!("a Kong export must validate:\n{d}"),
+    };
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let config = loaded.config;
+    assert_eq!(
+        config.services[0].id,
+        "0b7e3c5a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    );
+    assert_eq!(
+        config.routes[0].service,
+        Some(0),
+        "reference by {{id: ...}}"
+    );
+    assert_eq!(
+        config.upstreams[0].id,
+        "2d9a5e7c-3e4f-4071-8cbd-2e3f4a5b6c7d"
+    );
+    assert_eq!(
+        config.upstreams[0].targets[0].id,
+        "3eab6f8d-4f50-4182-9dce-3f4a5b6c7d8e"
+    );
+    assert_eq!(
+        config.upstreams[0].healthchecks,
+        Default::default(),
+        "explicit defaults equal implicit ones"
+    );
+    assert_eq!(config.plugins[0].scope, PluginScope::Global);
+}

@@ -199,7 +199,10 @@ fn top_level_notes(sink: &mut Sink, raw: &RawConfig) {
             sink.warning(
                 &entity.path,
                 entity.pos,
-                format!("{count} {name} entr{} not applied by Sluice", if *count == 1 { "y is" } else { "ies are" }),
+                format!(
+                    "{count} {} not applied by Sluice",
+                    if *count == 1 { "entry is" } else { "entries are" }
+                ),
                 "Sluice runs services, routes, upstreams, targets and the prometheus plugin; see docs/kong-compatibility.md",
             );
         }

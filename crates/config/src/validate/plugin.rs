@@ -3,9 +3,25 @@
 
 use super::*;
 
-pub(super) const SUPPORTED_PLUGINS: &[&str] = &["prometheus"];
+/// The plugins Sluice runs; any other enabled plugin is an error.
+const SUPPORTED_PLUGINS: &[&str] = &["prometheus"];
 
-pub(super) const PROMETHEUS_FIELDS: &[&str] = &[
+/// Protocols Kong's plugin schema allows in `plugins[].protocols`.
+const PLUGIN_PROTOCOLS: &[&str] = &[
+    "grpc",
+    "grpcs",
+    "http",
+    "https",
+    "tcp",
+    "tls",
+    "tls_passthrough",
+    "udp",
+    "ws",
+    "wss",
+];
+
+/// Kong 3.x prometheus `config` fields (`wasm_metrics` is on Kong's master only).
+const PROMETHEUS_FIELDS: &[&str] = &[
     "per_consumer",
     "status_code_metrics",
     "latency_metrics",
@@ -132,9 +148,19 @@ pub(super) fn plugins(
             raw_plugin.path.clone(),
         );
         let config = prometheus_config(sink, raw_plugin);
+        // Kong's exports list every protocol the plugin could run on (decK writes
+        // [grpc, grpcs, http, https] for prometheus); only the names are checked here, since
+        // a protocol Sluice does not proxy simply never reaches the plugin.
         if let Some(protocols) = &raw_plugin.protocols {
             for p in &protocols.value {
-                protocol(sink, p, &["grpc", "grpcs", "http", "https"]);
+                if !PLUGIN_PROTOCOLS.contains(&p.value.as_str()) {
+                    sink.error_hint(
+                        &p.path,
+                        p.pos,
+                        format!("expected one of: {}", PLUGIN_PROTOCOLS.join(", ")),
+                        format!("found '{}'", p.value),
+                    );
+                }
             }
         }
         out.push(Plugin {

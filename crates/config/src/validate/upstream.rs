@@ -684,7 +684,7 @@ pub(super) fn upstream_warnings(sink: &mut Sink, spec: &UpstreamSpec, raw: &RawU
     if !spec.targets.is_empty() && spec.targets.iter().all(|t| t.weight == 0) {
         sink.warning(
             &raw.path.key("targets"),
-            raw.pos,
+            raw.targets.first().map_or(raw.pos, |t| t.pos),
             "every target has weight 0: the upstream has no capacity and every request gets 503",
             "give at least one target a weight above 0 (default 100)",
         );
