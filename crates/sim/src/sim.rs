@@ -705,6 +705,14 @@ impl Sim {
             return;
         };
         let edge = if start { "start" } else { "end" };
+        // Overlapping windows of the same operator fault act like one operator who
+        // undoes the action only when the last window closes.
+        let still_active = self
+            .config
+            .faults
+            .iter()
+            .enumerate()
+            .any(|(i, f)| i != index && f.kind == fault.kind && f.active_at(self.now));
         self.log.line(
             self.now,
             "fault",
@@ -718,16 +726,12 @@ impl Sim {
                 };
                 if start {
                     self.drained.extend(self.addresses_of(target));
+                } else if still_active {
+                    // The operator's other drain of this target still holds.
+                    return;
                 } else {
                     let addresses = self.addresses_of(target);
-                    // Another drain of the same target may still be active.
-                    let still =
-                        self.config.faults.iter().enumerate().any(|(i, f)| {
-                            i != index && f.kind == fault.kind && f.active_at(self.now)
-                        });
-                    if !still {
-                        self.drained.retain(|a| !addresses.contains(a));
-                    }
+                    self.drained.retain(|a| !addresses.contains(a));
                 }
                 self.operator(
                     OperatorCommand::Drain {
@@ -741,6 +745,9 @@ impl Sim {
                 let Some(target_text) = self.target_text(target) else {
                     return;
                 };
+                if !start && still_active {
+                    return;
+                }
                 self.operator(
                     OperatorCommand::SetHealth {
                         target: target_text,
