@@ -77,6 +77,9 @@ pub struct Settings {
     /// Sluice's failback hold-down and ramp (the peers have no equivalent; they fail
     /// back as soon as their checks pass).
     pub sluice_hold_down: &'static str,
+    /// Tier overprovisioning factor for Sluice and Envoy (same meaning in both; NGINX
+    /// and HAProxy have no graded spill: backups serve only when every primary is out).
+    pub sluice_overprovisioning: f64,
     pub sluice_ramp: &'static str,
 }
 
@@ -99,6 +102,7 @@ impl Default for Settings {
             check_rise: 2,
             passive_http_failures: 2,
             sluice_hold_down: "3s",
+            sluice_overprovisioning: 1.5,
             sluice_ramp: "3s",
         }
     }
@@ -195,11 +199,17 @@ services:
     routes:
       - name: drill
         paths: [/]
+        # Retry 5xx answers on another target, as the peers below are configured to
+        # (Kong itself retries only connection errors and timeouts).
+        tags: ["sluice:retry-on=500|502|503|504"]
 
 upstreams:
   - name: drill.upstream
     algorithm: latency
-    tags: ["sluice:hold-down={hold}", "sluice:ramp={ramp}", "sluice:outlier=on"]
+    # overprovisioning 1.5: the three primaries are sized N+1 (two carry the load), so
+    # losing one must not spill to the secondary; the default 1.4 (Envoy's) keeps a tier
+    # whole only down to 72 % healthy and would send 6.7 % to the secondary here.
+    tags: ["sluice:hold-down={hold}", "sluice:ramp={ramp}", "sluice:outlier=on", "sluice:overprovisioning={overprovisioning}"]
     healthchecks:
       active:
         type: http
@@ -216,6 +226,7 @@ upstreams:
         connect = s.connect_timeout_ms,
         per_try = s.per_try_timeout_ms,
         hold = s.sluice_hold_down,
+        overprovisioning = s.sluice_overprovisioning,
         ramp = s.sluice_ramp,
         rise = s.check_rise,
         fall = s.check_fall,
@@ -300,7 +311,9 @@ fn haproxy(layout: &Layout, s: &Settings) -> String {
 # marks a server down after {passive} consecutive 5xx from real traffic.
 global
     nbthread 1
-    maxconn 20000
+    # Bounded by the container's open-file limit (20,000 here): HAProxy needs two
+    # descriptors per proxied connection.
+    maxconn 4096
 
 defaults
     mode http
@@ -335,6 +348,12 @@ backend drill
     )
 }
 
+/// Milliseconds as a decimal number of seconds (`250` → `0.25`).
+fn seconds(millis: u64) -> String {
+    let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 fn envoy(layout: &Layout, s: &Settings) -> String {
     let endpoints = |addrs: &[SocketAddr]| {
         let mut out = String::new();
@@ -350,7 +369,7 @@ fn envoy(layout: &Layout, s: &Settings) -> String {
     };
     format!(
         r#"# Envoy drill/benchmark configuration: priority 0 = primary, priority 1 = secondary
-# (Envoy spills by its overprovisioning factor 1.4); active HTTP health checks; outlier
+# (Envoy spills by its overprovisioning factor, set as for Sluice); active HTTP health checks; outlier
 # detection on consecutive 5xx; retries on 5xx/reset/connect failure to a different host
 # (previous_hosts) and a different priority (previous_priorities); circuit breakers
 # raised so that retries are not capped at Envoy's default 3 concurrent.
@@ -381,9 +400,9 @@ static_resources:
                   cluster: drill
                   timeout: 10s
                   retry_policy:
-                    retry_on: "5xx,reset,connect-failure,refused-stream,retriable-status-codes"
+                    retry_on: "5xx,reset,connect-failure,refused-stream"
                     num_retries: {retries}
-                    per_try_timeout: {per_try}ms
+                    per_try_timeout: {per_try}s
                     retry_host_predicate:
                     - name: envoy.retry_host_predicates.previous_hosts
                       typed_config:
@@ -397,7 +416,7 @@ static_resources:
   clusters:
   - name: drill
     type: STATIC
-    connect_timeout: {connect}ms
+    connect_timeout: {connect}s
     # LEAST_REQUEST (P2C on active requests) is Envoy's nearest thing to latency-aware
     # balancing.
     lb_policy: LEAST_REQUEST
@@ -405,8 +424,8 @@ static_resources:
       thresholds:
       - {{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 100000}}
     health_checks:
-    - timeout: {check_timeout}ms
-      interval: {interval}ms
+    - timeout: {check_timeout}s
+      interval: {interval}s
       unhealthy_threshold: {fall}
       healthy_threshold: {rise}
       http_health_check: {{path: /health}}
@@ -418,6 +437,7 @@ static_resources:
       max_ejection_percent: 100
     load_assignment:
       cluster_name: drill
+      policy: {{overprovisioning_factor: {overprovisioning_percent}}}
       endpoints:
       - priority: 0
         lb_endpoints:{primaries}
@@ -429,13 +449,16 @@ static_resources:
         listen_ip = layout.listen.ip(),
         listen_port = layout.listen.port(),
         retries = s.retries,
-        per_try = s.per_try_timeout_ms,
-        connect = s.connect_timeout_ms,
-        check_timeout = s.check_timeout_ms,
-        interval = s.check_interval_ms,
+        // Envoy's durations are protobuf Durations: seconds only ("0.25s").
+        per_try = seconds(s.per_try_timeout_ms),
+        connect = seconds(s.connect_timeout_ms),
+        check_timeout = seconds(s.check_timeout_ms),
+        interval = seconds(s.check_interval_ms),
         fall = s.check_fall,
         rise = s.check_rise,
         passive = s.passive_http_failures,
+        // Envoy writes the factor in percent (default 140).
+        overprovisioning_percent = (s.sluice_overprovisioning * 100.0).round() as u32,
         primaries = endpoints(&layout.primaries),
         secondaries = endpoints(&layout.secondaries),
     )
@@ -490,6 +513,6 @@ mod tests {
             config(Peer::Nginx, &layout(), &settings, dir).contains("proxy_read_timeout 777ms")
         );
         assert!(config(Peer::Haproxy, &layout(), &settings, dir).contains("timeout server 777ms"));
-        assert!(config(Peer::Envoy, &layout(), &settings, dir).contains("per_try_timeout: 777ms"));
+        assert!(config(Peer::Envoy, &layout(), &settings, dir).contains("per_try_timeout: 0.777s"));
     }
 }
