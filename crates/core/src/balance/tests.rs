@@ -364,3 +364,19 @@ fn balancing_uses_effective_weights_outside_panic_and_configured_ones_in_panic()
     assert_eq!(share_of_first(&build(Mode::Normal)), 100);
     assert_eq!(share_of_first(&build(Mode::Panic)), 500);
 }
+
+#[test]
+fn consistent_hashing_without_a_key_falls_back_to_round_robin() {
+    let snapshot = SnapshotBuilder::new(Algorithm::ConsistentHashing)
+        .address(Shape::weight(30))
+        .address(Shape::weight(10))
+        .build();
+    let mut counts = [0u32; 2];
+    for entropy in 0..40 {
+        if let Some(i) = index(pick(&snapshot, &cx(entropy, None, &[]))) {
+            counts[i as usize] += 1;
+        }
+    }
+    // Kong hashes the empty string instead, sending every keyless request to one address.
+    assert_eq!(counts, [30, 10], "ten exact 3:1 round-robin passes");
+}
