@@ -184,6 +184,10 @@ fn syntax_message(err: &serde_saphyr::Error) -> String {
         Some(index) => without_prefix.get(..index).unwrap_or(without_prefix),
         None => without_prefix,
     };
+    if without_suffix.starts_with("multiple YAML documents") {
+        // The crate's wording names its own API; say what to do with the file instead.
+        return "invalid YAML: more than one document (a '---' separator); a declarative configuration is one document".to_owned();
+    }
     format!("invalid YAML: {without_suffix}")
 }
 
@@ -387,6 +391,25 @@ mod tests {
             "position should point at or after the flow: {err:?}"
         );
         assert!(err.message.starts_with("invalid YAML"), "{err:?}");
+    }
+
+    #[test]
+    fn an_explicit_document_start_is_one_document() {
+        let tree = parse("---\n_format_version: \"3.0\"\n...\n");
+        assert_eq!(
+            tree.get("_format_version").and_then(Node::as_str),
+            Some("3.0")
+        );
+    }
+
+    #[test]
+    fn a_second_document_is_explained_in_user_terms() {
+        let err = parse_tree("a: 1\n---\nb: 2\n").err();
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.message.contains("more than one document") && e.pos.line == 3),
+            "{err:?}"
+        );
     }
 
     #[test]
