@@ -546,3 +546,37 @@ fn a_kong_export_is_taken_unchanged_with_its_ids() {
     );
     assert_eq!(config.plugins[0].scope, PluginScope::Global);
 }
+
+#[test]
+fn kong_shorthands_decide_the_algorithm_in_kongs_order() {
+    let algorithm = |upstream: &str| {
+        let text = format!("_format_version: \"3.0\"\nupstreams:\n  - name: u\n{upstream}");
+        match parse(&text, "k") {
+            Ok(loaded) => Ok((
+                loaded.config.upstreams[0].algorithm,
+                loaded.config.upstreams[0].hash_on.clone(),
+            )),
+            Err(d) => Err(d.to_string()),
+        }
+    };
+    assert_eq!(
+        algorithm("    algorithm: consistent-hashing\n    hash_on: none\n"),
+        Ok((Algorithm::RoundRobin, HashOn::None))
+    );
+    assert_eq!(
+        algorithm("    hash_on: ip\n"),
+        Ok((Algorithm::ConsistentHashing, HashOn::Ip))
+    );
+    // least-connections nulls hash_on first, so a decK dump's `hash_on: none` (or even a
+    // header without its companion field) does not matter.
+    assert_eq!(
+        algorithm("    algorithm: least-connections\n    hash_on: none\n    hash_fallback: none\n"),
+        Ok((Algorithm::LeastConnections, HashOn::None))
+    );
+    assert_eq!(
+        algorithm("    algorithm: latency\n    hash_on: header\n"),
+        Ok((Algorithm::Latency, HashOn::None))
+    );
+    // ...but hash_fallback must then be none, as Kong's entity check demands.
+    assert!(algorithm("    algorithm: least-connections\n    hash_fallback: ip\n").is_err());
+}

@@ -159,11 +159,11 @@ pub(super) fn balancing(sink: &mut Sink, raw: &RawUpstream) -> (Algorithm, HashO
     };
     let hash_on_name = one_of(sink, &raw.hash_on, HASH_ON, "none");
     let hash_fallback_name = one_of(sink, &raw.hash_fallback, HASH_ON, "none");
-    // Shorthand: least-connections/latency null hash_on; a written hash_on rewrites the
-    // algorithm (none → round-robin, anything else → consistent-hashing).
-    let hash_on_name = if matches!(algorithm, Algorithm::LeastConnections | Algorithm::Latency)
-        && raw.hash_on.is_none()
-    {
+    // Kong's shorthands run in order: `algorithm` least-connections/latency sets hash_on to
+    // null (whatever was written), then a non-null hash_on rewrites the algorithm
+    // (none → round-robin, anything else → consistent-hashing). So a written hash_on is
+    // dropped under least-connections/latency and decides the algorithm otherwise.
+    let hash_on_name = if matches!(algorithm, Algorithm::LeastConnections | Algorithm::Latency) {
         "none"
     } else {
         hash_on_name
