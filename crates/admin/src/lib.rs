@@ -16,7 +16,10 @@
 mod api;
 mod auth;
 mod control;
+mod declarative;
+mod entities;
 mod error;
+mod health;
 mod kong;
 mod sluice_api;
 

@@ -17,9 +17,11 @@ use serde_json::{Value, json};
 use sluice_core::decision::{DecisionRecord, TierShare};
 use sluice_core::snapshot::{AddressView, Mode, Unavailable};
 
-use crate::api::{AppState, Params, health_name, params, read_body};
+use crate::api::{AppState, Params, params};
 use crate::control::{AddressHealth, DemoBackend, Fault};
+use crate::declarative::read_body;
 use crate::error::ApiError;
+use crate::health::health_name;
 use crate::kong::algorithm_name;
 
 /// Parts per million in one whole: tier shares are integers in ppm.
