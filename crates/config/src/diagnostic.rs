@@ -339,7 +339,7 @@ impl Diagnostics {
                     "entity_name": field("name"),
                     "entity_id": field("id"),
                     "entity_tags": field("tags"),
-                    "entity": entity.map(Node::to_json).unwrap_or(Json::Null),
+                    "entity": entity.map(entity_json).unwrap_or(Json::Null),
                     "errors": errors,
                 })
             })
@@ -421,6 +421,16 @@ fn entity_type(entity_path: &Path) -> &'static str {
         .find(|(p, _)| Some(*p) == plural)
         .map(|(_, singular)| *singular)
         .unwrap_or("")
+}
+
+/// An entity as Kong lists it in `flattened_errors`: its own fields, without the nested
+/// child entities (Kong flattens those into entries of their own).
+fn entity_json(node: &Node) -> Json {
+    let mut json = node.to_json();
+    if let Json::Object(map) = &mut json {
+        map.retain(|key, _| !ENTITY_TYPES.iter().any(|(plural, _)| plural == key));
+    }
+    json
 }
 
 /// The node at `path`, if the document has one there.
