@@ -373,6 +373,15 @@ fn kong_error_body_nests_errors_like_kong() {
         panic!("a target entry: {flat}");
     };
     assert_eq!(target["entity"]["target"], "10.0.0.1:8080");
+    let upstream = entries.iter().find(|e| e["entity_type"] == "upstream");
+    let Some(upstream) = upstream else {
+        panic!("an upstream entry for its slots error: {flat}");
+    };
+    assert_eq!(upstream["entity_name"], "api.upstream");
+    assert!(
+        upstream["entity"].get("targets").is_none(),
+        "nested targets are flattened separately"
+    );
     assert_eq!(target["errors"][0]["field"], "weight");
 }
 
