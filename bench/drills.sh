@@ -8,10 +8,12 @@
 #   recorded, a fault after $BEFORE:
 #   baseline  no fault
 #   blackout  SIGKILL all 3 primaries, restore them after $FAULT, $AFTER more load
-#   brownout  one primary restarted with --fault slow:200
-#   gray      one primary restarted with --fault error:500 (/health stays 200)
+#   brownout  one primary runs with --fault slow:200 from the start; p99 compared with
+#             the same proxy's baseline run (so run baseline first, as the default does)
+#   gray      one primary runs with --fault error:500 from the start (/health stays 200)
 #   one-down  SIGKILL one primary
-#   hang      one primary restarted with --fault hang
+#   hang      one primary runs with --fault hang from the start
+# (Why brownout/gray/hang start faulty instead of restarting mid-run: see drill.rs.)
 # The proxy is pinned to core 0, backends to core 1, the load generator (inside
 # `drill`) is unpinned.
 #
@@ -45,7 +47,11 @@ for scenario in "${SCENARIOS[@]}"; do
     for peer in "${PEERS[@]}"; do
         work="$RESULTS/work-$peer-$scenario"
         echo "== $peer $scenario (load $(cut -d' ' -f1 /proc/loadavg))"
-        if "$DRILL" run --peer "$peer" --scenario "$scenario" --rate "$RATE" \
+        baseline=()
+        if [ "$scenario" = brownout ] && [ -s "$RESULTS/$peer-baseline.json" ]; then
+            baseline=(--baseline-p99 "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"]["latency"]["p99_ms"])' "$RESULTS/$peer-baseline.json")")
+        fi
+        if "$DRILL" run --peer "$peer" --scenario "$scenario" --rate "$RATE" "${baseline[@]}" \
             --connections "$CONNECTIONS" --before "$BEFORE" --fault "$FAULT" --after "$AFTER" \
             --proxy-cpus 0 --backend-cpus 1 --work-dir "$work" > "$RESULTS/$peer-$scenario.json" 2> "$RESULTS/$peer-$scenario.err"; then
             python3 "$ROOT/bench/drill-table.py" --one "$RESULTS/$peer-$scenario.json"

@@ -3,7 +3,7 @@
 //! ```text
 //! drill run --peer sluice --scenario blackout [--release] [--rate 2000] [--connections 64]
 //!           [--before 5s] [--fault 15s] [--after 15s] [--work-dir DIR]
-//!           [--proxy-cpus 0 --backend-cpus 1]
+//!           [--proxy-cpus 0 --backend-cpus 1] [--baseline-p99 MS]
 //! drill config --peer haproxy --primary 127.0.0.1:9001,127.0.0.1:9002 \
 //!              --secondary 127.0.0.1:9011 --listen 127.0.0.1:8000 --dir DIR
 //! ```
@@ -55,6 +55,10 @@ enum Command {
         /// Config files and proxy logs (default: a fresh directory under /tmp).
         #[arg(long)]
         work_dir: Option<PathBuf>,
+        /// The same proxy's p99 without a fault (from a `baseline` run), for the
+        /// brownout's goal.
+        #[arg(long)]
+        baseline_p99: Option<f64>,
         /// `taskset -c` list for the proxy (empty: no pinning).
         #[arg(long, default_value = "")]
         proxy_cpus: String,
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
             fault,
             after,
             work_dir,
+            baseline_p99,
             proxy_cpus,
             backend_cpus,
         } => {
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
                 after,
                 proxy_cpus,
                 backend_cpus,
+                baseline_p99_ms: baseline_p99,
                 ..DrillSpec::full(peer, scenario, sluice, work_dir)
             };
             // Two workers: the load and the fault timeline must not wait on each other.
