@@ -41,7 +41,7 @@ def cell(report):
         parts.append(f"{report.get('bad_host_requests')} requests reached the slow host")
     elif scenario == "gray":
         parts.append(f"errors {during['failed'] / max(during['requests'], 1) * 100:.3f} %")
-        parts.append(f"{report.get('bad_host_requests')} requests reached the bad host (from proxy start: 1 s warm-up + {report["fault_s"]:.0f} s)")
+        parts.append(f"{report.get('bad_host_requests')} requests reached the bad host (from proxy start: 1 s warm-up + {report['fault_s']:.0f} s)")
     elif scenario == "one-down":
         share = during["regions"].get("secondary", 0.0)
         parts.append(f"secondary share {share * 100:.2f} %")

@@ -38,8 +38,8 @@ fn reports_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/drill-reports")
 }
 
-/// Short phases: 2 s before the fault, 3 s of fault, 6 s after a restore (the drill
-/// config's 3 s hold-down plus 3 s ramp). Brownout, gray and hang are faulty from the
+/// Short phases: 2 s before the fault, 3 s of fault, 8 s after a restore (the drill
+/// config's 3 s hold-down plus 3 s ramp, and 2 s to see it settle). Brownout, gray and hang are faulty from the
 /// start, so they run 3 s in all.
 fn short_spec(scenario: Scenario, release: bool) -> DrillSpec {
     let sluice = match procs::sluice_binary(release) {
@@ -56,7 +56,7 @@ fn short_spec(scenario: Scenario, release: bool) -> DrillSpec {
         connections: 64,
         before: Duration::from_secs(2),
         fault: Duration::from_secs(3),
-        after: Duration::from_secs(6),
+        after: Duration::from_secs(8),
         ..DrillSpec::full(Peer::Sluice, scenario, sluice, work_dir)
     }
 }
