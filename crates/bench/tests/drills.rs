@@ -39,8 +39,8 @@ fn reports_dir() -> PathBuf {
 }
 
 /// Short phases: 2 s before the fault, 3 s of fault, 8 s after a restore (the drill
-/// config's 3 s hold-down plus 3 s ramp, and 2 s to see it settle). Brownout, gray and hang are faulty from the
-/// start, so they run 3 s in all.
+/// config's 3 s hold-down plus 3 s ramp, and 2 s to see it settle). Brownout, gray and
+/// hang are faulty from the start, so they run 3 s in all.
 fn short_spec(scenario: Scenario, release: bool) -> DrillSpec {
     let sluice = match procs::sluice_binary(release) {
         Ok(path) => path,
