@@ -369,6 +369,11 @@ const PROBE_RESULTS: [&str; 5] = [
     "timeout",
     "ignored",
 ];
+const PROBE_SUCCESS: usize = 0;
+const PROBE_HTTP_FAILURE: usize = 1;
+const PROBE_TCP_FAILURE: usize = 2;
+const PROBE_TIMEOUT: usize = 3;
+const PROBE_IGNORED: usize = 4;
 
 /// `outcome` label values of `sluice_retries_total`.
 const RETRY_OUTCOMES: [&str; 3] = ["success", "failure", "budget_exhausted"];
@@ -419,18 +424,15 @@ fn target_state(view: &AddressView) -> &'static str {
     }
 }
 
-fn decision_slot(kind: DecisionKind) -> usize {
-    DecisionKind::ALL
-        .iter()
-        .position(|k| *k == kind)
-        .unwrap_or_default()
+/// `None` only if a kind were missing from `DecisionKind::ALL`; such a record is then not
+/// counted rather than counted as some other kind.
+fn decision_slot(kind: DecisionKind) -> Option<usize> {
+    DecisionKind::ALL.iter().position(|k| *k == kind)
 }
 
-fn error_slot(kind: ErrorKind) -> usize {
-    ErrorKind::ALL
-        .iter()
-        .position(|k| *k == kind)
-        .unwrap_or_default()
+/// As [`decision_slot`], for `ErrorKind::ALL`.
+fn error_slot(kind: ErrorKind) -> Option<usize> {
+    ErrorKind::ALL.iter().position(|k| *k == kind)
 }
 
 /// The Markdown table of every family, embedded in `docs/metrics.md` between the
@@ -966,7 +968,7 @@ impl Metrics {
     pub fn on_request(&self, rec: &RequestRecord) {
         self.process.requests.inc();
         if let Some(kind) = rec.error
-            && let Some(cell) = self.process.gateway_errors.get(error_slot(kind))
+            && let Some(cell) = error_slot(kind).and_then(|i| self.process.gateway_errors.get(i))
         {
             cell.inc();
         }
@@ -1005,7 +1007,7 @@ impl Metrics {
             return;
         };
         let counters = &upstream.counters;
-        if let Some(cell) = counters.decisions.get(decision_slot(decision.kind)) {
+        if let Some(cell) = decision_slot(decision.kind).and_then(|i| counters.decisions.get(i)) {
             cell.inc();
         }
     }
@@ -1029,12 +1031,16 @@ impl Metrics {
             .and_then(|t| entry.groups.get(t.group))
             .map_or(&*entry.unknown_group, |g| &*g.cells);
         let slot = match outcome {
-            ProbeOutcome::TcpSuccess => 0,
-            ProbeOutcome::Status(code) if entry.healthy_probe_statuses.contains(&code) => 0,
-            ProbeOutcome::Status(code) if entry.unhealthy_probe_statuses.contains(&code) => 1,
-            ProbeOutcome::Status(_) => 4,
-            ProbeOutcome::TcpFailure => 2,
-            ProbeOutcome::Timeout => 3,
+            ProbeOutcome::TcpSuccess => PROBE_SUCCESS,
+            ProbeOutcome::Status(code) if entry.healthy_probe_statuses.contains(&code) => {
+                PROBE_SUCCESS
+            }
+            ProbeOutcome::Status(code) if entry.unhealthy_probe_statuses.contains(&code) => {
+                PROBE_HTTP_FAILURE
+            }
+            ProbeOutcome::Status(_) => PROBE_IGNORED,
+            ProbeOutcome::TcpFailure => PROBE_TCP_FAILURE,
+            ProbeOutcome::Timeout => PROBE_TIMEOUT,
         };
         if let Some(cell) = cells.probes.get(slot) {
             cell.inc();
@@ -1369,10 +1375,8 @@ fn encode_sluice_upstreams(generation: &Generation, out: &mut Exposition) {
     for (spec, kind) in derived {
         out.family(spec, |f| {
             for upstream in &generation.upstreams {
-                let n = upstream
-                    .counters
-                    .decisions
-                    .get(decision_slot(kind))
+                let n = decision_slot(kind)
+                    .and_then(|i| upstream.counters.decisions.get(i))
                     .map_or(0, Counter::get);
                 f.sample(&[&upstream.name], n);
             }
