@@ -2,7 +2,7 @@
 //! names and units, nothing defaulted, every value with its line:column.
 //!
 //! These types mirror `kong.yml` (`_format_version` "1.1", "2.1" or "3.0") so that
-//! [`crate::validate`] can apply Kong's defaults and checks and point at the offending
+//! validation (`validate`) can apply Kong's defaults and checks and point at the offending
 //! value. They are decoded from the position-annotated tree of [`crate::node`] rather than
 //! derived with serde, because serde stops at the first error and we report all of them.
 //! The decoder checks structure only: known keys, no duplicate keys, value types, and that
