@@ -1,5 +1,6 @@
 //! The operational artefacts built on the metrics, checked against the code:
-//! - `deploy/prometheus/*.yml` pass `promtool check rules`, and the unit tests in
+//! - `deploy/prometheus/*.yml` pass `promtool check rules` (and the example
+//!   `prometheus.yml` passes `promtool check config`), and the unit tests in
 //!   `deploy/prometheus/tests/` pass `promtool test rules`;
 //! - every metric the rules and the Grafana dashboard query is one this crate exports;
 //! - `deploy/grafana/sluice.json` is well-formed dashboard JSON;
@@ -72,6 +73,12 @@ fn rule_tests() -> Vec<String> {
 fn promtool_check_rules_accepts_the_rule_files() {
     let (ok, report) = run_promtool(&["check", "rules", "recording-rules.yml", "alerts.yml"]);
     assert!(ok, "promtool check rules:\n{report}");
+}
+
+#[test]
+fn promtool_check_config_accepts_the_example_prometheus_config() {
+    let (ok, report) = run_promtool(&["check", "config", "prometheus.yml"]);
+    assert!(ok, "promtool check config:\n{report}");
 }
 
 #[test]
