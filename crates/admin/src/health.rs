@@ -253,4 +253,69 @@ mod tests {
         assert_eq!(parse_address("::1"), "[::1]:8000".parse().ok());
         assert_eq!(parse_address("example.com"), None);
     }
+
+    fn target(weight: u32) -> TargetSpec {
+        TargetSpec {
+            id: "t".into(),
+            target: "backend.internal:80".into(),
+            host: "backend.internal".into(),
+            port: 80,
+            weight,
+            region: "default".into(),
+            tier: 0,
+            tags: Vec::new(),
+        }
+    }
+
+    fn address(port: u16, health: HealthStatus) -> AddressView {
+        AddressView {
+            key: sluice_core::snapshot::AddressKey {
+                addr: SocketAddr::from(([10, 0, 0, 1], port)),
+                hostname: "backend.internal".into(),
+            },
+            target_index: 0,
+            weight: 100,
+            effective_weight: 100,
+            tier: 0,
+            region: "default".into(),
+            health,
+            unavailable: None,
+            load: std::sync::Arc::default(),
+        }
+    }
+
+    #[test]
+    fn target_health_follows_kongs_precedence() {
+        let healthy = address(1, HealthStatus::Healthy);
+        let unhealthy = address(2, HealthStatus::Unhealthy);
+        let off = address(3, HealthStatus::HealthchecksOff);
+        let t = target(100);
+        assert_eq!(
+            target_health(&t, &[], true),
+            "DNS_ERROR",
+            "no address resolved"
+        );
+        assert_eq!(
+            target_health(&t, &[&unhealthy, &healthy], true),
+            "HEALTHY",
+            "any healthy wins"
+        );
+        assert_eq!(target_health(&t, &[&off, &unhealthy], true), "UNHEALTHY");
+        assert_eq!(target_health(&t, &[&off], true), "HEALTHCHECKS_OFF");
+        assert_eq!(
+            target_health(&t, &[&unhealthy], false),
+            "HEALTHCHECKS_OFF",
+            "checks off"
+        );
+        assert_eq!(
+            target_health(&t, &[], false),
+            "DNS_ERROR",
+            "checks off cannot hide DNS failure"
+        );
+        assert_eq!(
+            target_health(&target(0), &[&healthy], true),
+            "HEALTHCHECKS_OFF",
+            "weight 0"
+        );
+    }
 }

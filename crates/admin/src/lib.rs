@@ -27,9 +27,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::header;
-use axum::middleware::from_fn_with_state;
-use axum::response::{Html, IntoResponse};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value};
 
@@ -46,7 +46,7 @@ pub use control::{
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// How the Admin API behaves, independent of the gateway behind it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminOptions {
     /// When set, every request must carry it (`Authorization: Bearer <t>` or
     /// `Kong-Admin-Token: <t>`); see [`check_bind`] for when it is mandatory.
@@ -58,6 +58,18 @@ pub struct AdminOptions {
     /// Extra entries for `GET /`'s `configuration` object (listen addresses, etc.),
     /// supplied by the binary. Never put secrets here: it is served verbatim.
     pub configuration: Map<String, Value>,
+}
+
+/// Never print the token: options end up in startup logs and panic messages.
+impl std::fmt::Debug for AdminOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminOptions")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("body_limit", &self.body_limit)
+            .field("hostname", &self.hostname)
+            .field("configuration", &self.configuration)
+            .finish()
+    }
 }
 
 impl Default for AdminOptions {
@@ -103,7 +115,20 @@ pub fn router(control: Arc<dyn Control>, options: AdminOptions) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(from_fn_with_state(token, auth::require_token))
+        .layer(map_response(no_store))
         .with_state(state)
+}
+
+/// Admin answers carry configuration and live state: no cache along the way may keep
+/// them, and browsers must not guess their type.
+async fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// The status page, self-contained: inline CSS and JS, no external assets.
@@ -112,7 +137,6 @@ const STATUS_PAGE: &str = include_str!("status.html");
 async fn status_page() -> impl IntoResponse {
     (
         [
-            (header::CACHE_CONTROL, "no-store"),
             // The page loads nothing from elsewhere; say so, so an injected script could
             // not either.
             (
@@ -138,6 +162,7 @@ pub fn gui_router(control: Arc<dyn Control>, options: AdminOptions) -> Router {
         .route("/", get(status_page))
         .merge(data)
         .fallback(api::not_found)
+        .layer(map_response(no_store))
         .with_state(state)
 }
 

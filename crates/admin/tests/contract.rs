@@ -94,6 +94,21 @@ async fn node_info_has_kongs_shape() {
     let fake = FakeControl::new(false);
     let reply = get(&app(&fake), "/").await;
     assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply
+            .headers
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store"),
+        "admin answers are never cached"
+    );
+    assert_eq!(
+        reply
+            .headers
+            .get(header::X_CONTENT_TYPE_OPTIONS)
+            .and_then(|v| v.to_str().ok()),
+        Some("nosniff")
+    );
     assert_json_snapshot!("node_info", reply.json());
 }
 
@@ -647,6 +662,14 @@ async fn nested_plugin_and_service_lookups() {
 #[tokio::test]
 async fn a_token_guards_every_request() {
     let fake = FakeControl::new(false);
+    let with_token = AdminOptions {
+        token: Some("s3cret-token".into()),
+        ..options()
+    };
+    assert!(
+        !format!("{with_token:?}").contains("s3cret"),
+        "Debug output never shows the token"
+    );
     let app = router(
         Arc::new(fake.clone()),
         AdminOptions {
