@@ -28,7 +28,21 @@
 //! Every change of the traffic split (and every ejection, ejection end and operator
 //! action) produces exactly one [`DecisionRecord`], kept in the [`DecisionLog`] and
 //! emitted as [`Action::Decision`]. Plain health flips that leave the split alone emit
-//! only [`Action::HealthChanged`].
+//! only [`Action::HealthChanged`]. The kind, most specific first:
+//! - `panic_enter` / `panic_exit` when the mode enters or leaves panic;
+//! - `failback_start|step|complete|aborted` from the failback engine;
+//! - for any other split change: `operator` or `config_reload` when that caused it,
+//!   else `failover` (a preferred tier lost all its share, or the upstream became
+//!   unavailable), `spill` (it lost part of it), or `failback_complete` (traffic moved
+//!   towards preferred tiers with nothing to hold down: a tier's first addresses, or
+//!   capacity returning when what was left could not carry the load);
+//! - with no split change: `ejection`, `ejection_end`, `operator`.
+//!
+//! # Recovery is gated, loss is not
+//! Anything that removes capacity (health, ejection, drain, reload) moves traffic at
+//! once. Anything that restores capacity in a tier traffic had left — including an
+//! operator's undrain or `healthy` override — goes through the failback hold-down and
+//! ramp, so a drill ends with the same gradual failback a real recovery gets.
 //!
 //! # Probes
 //! Every address with weight > 0 of an upstream with active checks is probed at its

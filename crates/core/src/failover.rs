@@ -418,9 +418,9 @@ impl FailoverEngine {
 
     fn decay_hold_down(&mut self, policy: &FailoverPolicy, now: Instant) {
         let base = policy.failback_hold_down;
-        if self.hold_down < base {
-            self.hold_down = base;
-        }
+        // A reload may have changed the bounds: stay within them.
+        let max = policy.failback_hold_down_max.max(base);
+        self.hold_down = self.hold_down.clamp(base, max);
         while self.hold_down > base && now >= self.hold_down_changed_at + FLAP_DECAY_WINDOW {
             self.hold_down = (self.hold_down / 2).max(base);
             self.hold_down_changed_at = self.hold_down_changed_at + FLAP_DECAY_WINDOW;
