@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use crate::body::{RequestBodyError, UpstreamBody};
 use crate::dns::Dns;
 use crate::driver::{Clock, EventSink};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, ProxyError};
 use crate::ids;
 use crate::pool::{ConnectError, Lease, Pool, SendError};
 use crate::record::{Tries, TryOutcome, TryRecord};
@@ -462,7 +462,7 @@ async fn run_one(
 enum Next {
     /// The request is over (a response, or an error that ends it). Boxed: it is built
     /// once per request, and it keeps the common `Failed` path small.
-    Done(Box<Result<Success, ErrorKind>>),
+    Done(Box<Result<Success, ProxyError>>),
     /// The attempt failed with this upstream failure.
     Failed(FailureKind),
 }
@@ -514,7 +514,7 @@ impl Loop<'_, '_> {
             Err(AttemptError::Client(kind)) => {
                 // Not the upstream's fault: nothing to report to passive health.
                 drop(in_flight);
-                return Next::Done(Box::new(Err(kind)));
+                return Next::Done(Box::new(Err(ProxyError::after_send(kind))));
             }
             Err(AttemptError::Upstream(failure)) => {
                 drop(in_flight);
@@ -556,7 +556,7 @@ pub async fn forward(
     service: &ServiceRuntime,
     out: &Outgoing,
     report: &mut Report,
-) -> Result<Success, ErrorKind> {
+) -> Result<Success, ProxyError> {
     let timeouts = Timeouts {
         connect: service.connect_timeout,
         write: service.write_timeout,
@@ -584,14 +584,18 @@ pub async fn forward(
                 .dns
                 .resolve_service(host, *port)
                 .await
-                .map_err(|_| ErrorKind::NameResolutionFailed)?;
+                .map_err(|_| ProxyError::before_send(ErrorKind::NameResolutionFailed))?;
             Source::Fixed {
                 start: (ids::entropy() % addrs.len().max(1) as u64) as usize,
                 addrs,
                 host_header: host_header.clone(),
             }
         }
-        ServiceTarget::Unsupported(_) => return Err(ErrorKind::UnsupportedUpstreamProtocol),
+        ServiceTarget::Unsupported(_) => {
+            return Err(ProxyError::before_send(
+                ErrorKind::UnsupportedUpstreamProtocol,
+            ));
+        }
     };
     let upstream = match &source {
         Source::Upstream { up, .. } => Some(*up),
@@ -611,12 +615,13 @@ pub async fn forward(
     };
     let mut tried = Tried::new();
     let mut attempts: u32 = 0;
-    let mut last_error = ErrorKind::NoPeer;
+    let mut last_error = ProxyError::before_send(ErrorKind::NoPeer);
 
     loop {
         let chosen = match source.choose(cx, out, &mut tried, attempts) {
             Ok(chosen) => chosen,
-            Err(kind) => return Err(if attempts == 0 { kind } else { last_error }),
+            Err(kind) if attempts == 0 => return Err(ProxyError::before_send(kind)),
+            Err(_) => return Err(last_error),
         };
         attempts += 1;
 
@@ -701,10 +706,15 @@ pub async fn forward(
                     return *result;
                 }
                 // Dropping the response closes its connection (the body was not read).
-                last_error = ErrorKind::UpstreamInvalidResponse;
+                last_error = ProxyError::after_send(ErrorKind::UpstreamInvalidResponse);
             }
             Next::Failed(failure) => {
-                last_error = failure_outcome(failure).2;
+                let kind = failure_outcome(failure).2;
+                last_error = if failure.nothing_sent() {
+                    ProxyError::before_send(kind)
+                } else {
+                    ProxyError::after_send(kind)
+                };
                 if !may_retry(failure, &service.retry) {
                     return Err(last_error);
                 }

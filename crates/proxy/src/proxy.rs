@@ -417,13 +417,22 @@ pub async fn handle(
     let result = forward::forward(&cx, service, &outgoing, &mut report).await;
     apply_report(&mut record, report);
     match result {
-        Err(kind) => Ok(gateway_response(
-            &shared,
-            kind,
-            &request_id,
-            started,
-            record,
-        )),
+        Err(err) => {
+            tracing::debug!(
+                request_id = ?request_id,
+                kind = err.kind.as_str(),
+                side = ?err.side,
+                retry_safe = err.retry_safe,
+                "request failed"
+            );
+            Ok(gateway_response(
+                &shared,
+                err.kind,
+                &request_id,
+                started,
+                record,
+            ))
+        }
         Ok(success) => {
             let (mut parts, incoming) = success.response.into_parts();
             headers::prepare_client_response(&mut parts.headers);

@@ -10,3 +10,4 @@ mod reload;
 mod retries;
 mod robustness;
 mod routing;
+mod shutdown;
