@@ -25,8 +25,9 @@
 //! 9. `decision_log_bounded`: the decision log never exceeds its capacity.
 //! 10. `preferred_tier`: whenever tier 0 has enough healthy capacity
 //!     (available share × overprovisioning ≥ 1), it carries all traffic, unless it was
-//!     short of capacity less than `failback_hold_down_max + failback_ramp` ago (the
-//!     failback window) or a failback was aborted within that window. Panic is exempt.
+//!     short of capacity, any tier's available share dropped (which restarts the
+//!     hold-down), or a failback was aborted, less than `failback_hold_down_max +
+//!     failback_ramp` ago (the failback window). Panic is exempt.
 //! 11. `failback_after_hold_down`: a failback never starts before every tier it gives
 //!     more traffic to has gone `failback_hold_down` without a drop in its available
 //!     share (the controller's hold-down restarts on any drop in a recovering tier; a
@@ -435,6 +436,12 @@ impl Checker {
             {
                 Some(entry) => entry.1 = now,
                 None => self.tier_last_drop.push((tier.tier, now)),
+            }
+            // A drop in a recovering tier restarts the controller's hold-down even when
+            // tier 0 keeps enough capacity (a flapping address): once traffic has left
+            // tier 0, the failback window restarts here too.
+            if self.tier0_short_at.is_some() {
+                self.tier0_short_at = Some(now);
             }
         }
     }

@@ -256,6 +256,9 @@ struct Request {
     started: Instant,
     /// The snapshot the request loaded when it started; all its picks use it.
     snapshot: Arc<UpstreamSnapshot>,
+    /// When `snapshot` was loaded: a drain after it is not visible to this request,
+    /// exactly as in the proxy.
+    loaded_at: Instant,
     tried: Vec<u32>,
     /// Attempts made (not `tried.len()`: a retry on a newer snapshot drops tried
     /// addresses that no longer exist).
@@ -297,7 +300,7 @@ pub struct Sim {
     /// The upstream's retry budget, shared by every request as the proxy shares it.
     budget: RetryBudget,
     /// Addresses the operator drained (the oracle for `drained_never_picked`).
-    drained: Vec<SocketAddr>,
+    drained: Vec<(SocketAddr, Instant)>,
     /// Start of the current second and whether a client error was logged in it.
     error_log_second: Option<u64>,
     decisions: Vec<Arc<DecisionRecord>>,
@@ -725,13 +728,15 @@ impl Sim {
                     return;
                 };
                 if start {
-                    self.drained.extend(self.addresses_of(target));
+                    let now = self.now;
+                    self.drained
+                        .extend(self.addresses_of(target).into_iter().map(|a| (a, now)));
                 } else if still_active {
                     // The operator's other drain of this target still holds.
                     return;
                 } else {
                     let addresses = self.addresses_of(target);
-                    self.drained.retain(|a| !addresses.contains(a));
+                    self.drained.retain(|(a, _)| !addresses.contains(a));
                 }
                 self.operator(
                     OperatorCommand::Drain {
@@ -800,6 +805,7 @@ impl Sim {
         let request = Request {
             started: self.now,
             snapshot,
+            loaded_at: self.now,
             tried: Vec::new(),
             attempts: 0,
             current: 0,
@@ -841,6 +847,7 @@ impl Sim {
                 .collect();
             request.tried = tried;
             request.snapshot = latest;
+            request.loaded_at = self.now;
         }
         let cx = PickContext {
             now: self.now,
@@ -849,12 +856,20 @@ impl Sim {
             tried: &request.tried,
         };
         let picked = balance::pick(&request.snapshot, &cx)?;
+        // Drains the request's snapshot could know about: those strictly before it was
+        // loaded (a drain at the same millisecond may be ordered after the load).
+        let drained: Vec<SocketAddr> = self
+            .drained
+            .iter()
+            .filter(|(_, at)| *at < request.loaded_at)
+            .map(|(addr, _)| *addr)
+            .collect();
         self.checker.on_pick(
             self.now,
             &request.snapshot,
             &picked,
             &request.tried,
-            &self.drained,
+            &drained,
         );
         let Some(address) = request.snapshot.addresses.get(picked.index as usize) else {
             return Err(NoPeer::Unavailable);
