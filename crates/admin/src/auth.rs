@@ -36,10 +36,8 @@ fn presented_token(headers: &HeaderMap) -> Option<&[u8]> {
     }
     let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
     let scheme = b"bearer ";
-    if value.len() > scheme.len() && value[..scheme.len()].eq_ignore_ascii_case(scheme) {
-        return value.get(scheme.len()..);
-    }
-    None
+    let (given_scheme, token) = value.split_at_checked(scheme.len())?;
+    (given_scheme.eq_ignore_ascii_case(scheme) && !token.is_empty()).then_some(token)
 }
 
 /// Compare without an early exit, so the time taken does not reveal how many leading
