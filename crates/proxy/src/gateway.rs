@@ -102,6 +102,15 @@ pub struct Gateway {
     reload_lock: tokio::sync::Mutex<()>,
 }
 
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] still stops: listeners close
+    /// (in-flight requests get the grace period) and the driver ends. Nothing is awaited.
+    fn drop(&mut self) {
+        let _ = self.stop_servers.send(true);
+        self.stop_driver.notify_one();
+    }
+}
+
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")

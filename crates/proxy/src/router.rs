@@ -1021,6 +1021,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends as host, path and header values, matching neither
+        /// panics nor returns a route whose path does not fit.
+        #[test]
+        fn arbitrary_requests_never_panic(
+            host in "\\PC{0,40}",
+            path in "\\PC{0,60}",
+            value in "[ -~]{0,20}",
+        ) {
+            let mut a = route("a");
+            a.paths = vec![prefix("/a")];
+            a.hosts = vec![HostMatch::WildcardPrefix(".x.com".into()), HostMatch::Exact("h".into())];
+            let mut b = route("b");
+            b.paths = vec![regex(r"/u/(?<id>\d+)")];
+            let mut c = route("c");
+            c.headers = vec![("x-v".into(), vec![HeaderValueMatch::Regex("^v[0-9]$".into())])];
+            c.hosts = vec![HostMatch::WildcardSuffix("api.".into())];
+            let router = Router::build(&config(vec![a, b, c])).unwrap();
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&value) {
+                headers.insert("x-v", v);
+            }
+            if let Some(m) = router.find(RequestFacts { method: &Method::GET, host: &host, path: &path, headers: &headers }) {
+                proptest::prop_assert!(m.matched_len <= path.len());
+            }
+        }
+    }
+
     #[test]
     fn regex_literal_prefixes_are_conservative() {
         let cases = [

@@ -180,3 +180,79 @@ services:
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn hostname_targets_are_resolved_by_the_driver() {
+    let backend = Backend::start("resolved", Behavior::Ok).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    host: pool
+    routes: [{{ name: r, paths: ["/"] }}]
+upstreams:
+  - name: pool
+    targets:
+      - target: localhost:{port}
+"#,
+        port = backend.addr.port()
+    );
+    let gw = gateway(&yaml).await;
+    // The first snapshot has no address until the driver's DNS answer arrives.
+    assert!(
+        crate::support::eventually(std::time::Duration::from_secs(3), || {
+            gw.snapshots()
+                .iter()
+                .any(|s| s.addresses.iter().any(|a| a.key.addr.ip().is_loopback()))
+        })
+        .await,
+        "{:?}",
+        gw.snapshots()
+    );
+    let mut served = false;
+    for _ in 0..3 {
+        // localhost may resolve to ::1 first, where nothing listens; a retry crosses
+        // to 127.0.0.1.
+        let reply = send(&gw, "GET", "x", "/", &[], "").await;
+        served |= reply.status == 200 && reply.body == "resolved";
+    }
+    assert!(served);
+    let echo_hits = backend.hits();
+    assert!(echo_hits >= 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_both_ways() {
+    let echo = Backend::start("echo", Behavior::Echo).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: http://{addr}
+    routes: [{{ name: r, paths: ["/"] }}]
+"#,
+        addr = echo.addr
+    );
+    let gw = gateway(&yaml).await;
+    // Four times the replay buffer: this body is streamed, not buffered.
+    let body = "z".repeat(256 * 1024);
+    let reply = send(&gw, "POST", "x", "/upload", &[], &body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.headers);
+    assert!(
+        reply
+            .body
+            .to_ascii_lowercase()
+            .contains("content-length: 262144"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        echo.hits(),
+        1,
+        "the backend read the whole body and answered once"
+    );
+    gw.shutdown().await;
+}
