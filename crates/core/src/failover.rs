@@ -435,7 +435,7 @@ impl FailoverEngine {
             .is_some_and(|start| now.saturating_duration_since(start) <= FLAP_DECAY_WINDOW);
         if recent {
             let max = policy.failback_hold_down_max.max(policy.failback_hold_down);
-            self.hold_down = (self.hold_down * 2).min(max);
+            self.hold_down = self.hold_down.saturating_mul(2).min(max);
             self.hold_down_changed_at = now;
         }
     }
