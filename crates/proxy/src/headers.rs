@@ -133,6 +133,9 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
     }
     append_list(headers, &header::VIA, VIA_VALUE);
     headers.insert(REQUEST_ID.clone(), facts.request_id.clone());
+    // The gateway answered any `Expect: 100-continue` itself while reading the body;
+    // passing it on would make the upstream wait for a go-ahead nobody sends.
+    headers.remove(header::EXPECT);
 }
 
 /// Rewrite an upstream response's headers for the client.

@@ -88,8 +88,9 @@ impl Pool {
         // Newest first: the most recently used connection is the least likely to have
         // been closed by the peer's idle timer.
         while let Some(entry) = list.pop() {
+            // Not `is_ready()`: a connection checked in the instant its response ended
+            // may not have flipped to ready yet; `Conn::send` awaits readiness anyway.
             if !entry.sender.is_closed()
-                && entry.sender.is_ready()
                 && now.saturating_duration_since(entry.since) < IDLE_TIMEOUT
             {
                 return Some(entry.sender);

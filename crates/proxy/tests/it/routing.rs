@@ -256,3 +256,29 @@ services:
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let backend = Backend::start("pooled", Behavior::Ok).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: http://{addr}
+    routes: [{{ name: r, paths: ["/"] }}]
+"#,
+        addr = backend.addr
+    );
+    let gw = gateway(&yaml).await;
+    for _ in 0..30 {
+        assert_eq!(send(&gw, "GET", "x", "/", &[], "").await.status, 200);
+    }
+    assert_eq!(backend.hits(), 30);
+    assert!(
+        backend.connections() <= 2,
+        "sequential requests share pooled connections, got {}",
+        backend.connections()
+    );
+    gw.shutdown().await;
+}

@@ -38,6 +38,7 @@ struct State {
     name: String,
     behavior: Mutex<Behavior>,
     hits: AtomicU64,
+    connections: AtomicU64,
 }
 
 /// A running backend.
@@ -55,6 +56,7 @@ impl Backend {
             name: name.to_owned(),
             behavior: Mutex::new(behavior),
             hits: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         Backend {
@@ -66,6 +68,11 @@ impl Backend {
 
     pub fn hits(&self) -> u64 {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     pub fn set(&self, behavior: Behavior) {
@@ -108,6 +115,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        state.connections.fetch_add(1, Ordering::SeqCst);
         connections.spawn(serve(stream, state.clone()));
         // Reap finished connections so the set stays small.
         while connections.try_join_next().is_some() {}
