@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -50,13 +50,28 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Middleware: with a token configured, every request must present it.
+/// What the token middleware checks.
+#[derive(Clone)]
+pub(crate) struct TokenCheck {
+    pub token: Option<Arc<str>>,
+    /// `GET /` is the status page itself (static, no data): serve it without the token so
+    /// a browser can load it and then send the token from the URL fragment.
+    pub public_page: bool,
+}
+
+/// Middleware: with a token configured, every request must present it (on every path,
+/// known or not, and before method matching, so a 401 reveals nothing).
 pub(crate) async fn require_token(
-    State(token): State<Option<Arc<str>>>,
+    State(check): State<TokenCheck>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = token.as_deref() {
+    let is_public_page = check.public_page
+        && request.uri().path() == "/"
+        && matches!(*request.method(), Method::GET | Method::HEAD);
+    if let Some(expected) = check.token.as_deref()
+        && !is_public_page
+    {
         let ok = presented_token(request.headers())
             .is_some_and(|given| constant_time_eq(given, expected.as_bytes()));
         if !ok {

@@ -110,11 +110,15 @@ fn state(control: Arc<dyn Control>, options: AdminOptions) -> (api::AppState, Op
 /// token check first, so an unauthenticated caller learns nothing about the config.
 pub fn router(control: Arc<dyn Control>, options: AdminOptions) -> Router {
     let (state, token) = state(control, options);
+    let check = auth::TokenCheck {
+        token,
+        public_page: false,
+    };
     api::data_routes()
         .route("/", get(api::node_info))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(from_fn_with_state(token, auth::require_token))
+        .layer(from_fn_with_state(check, auth::require_token))
         .layer(map_response(no_store))
         .with_state(state)
 }
@@ -155,13 +159,16 @@ async fn status_page() -> impl IntoResponse {
 /// logged) and sends it on every JSON request, which are all token-checked.
 pub fn gui_router(control: Arc<dyn Control>, options: AdminOptions) -> Router {
     let (state, token) = state(control, options);
-    let data = api::data_routes()
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(from_fn_with_state(token, auth::require_token));
+    let check = auth::TokenCheck {
+        token,
+        public_page: true,
+    };
     Router::new()
         .route("/", get(status_page))
-        .merge(data)
+        .merge(api::data_routes())
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(from_fn_with_state(check, auth::require_token))
         .layer(map_response(no_store))
         .with_state(state)
 }

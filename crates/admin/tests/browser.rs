@@ -211,3 +211,65 @@ async fn status_page_shows_a_failover_as_it_happens() {
         .expect("server shut down cleanly");
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+/// With an admin token, the page takes it from the URL fragment and sends it on every
+/// poll; without it the page says how to open it instead of showing stale or no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_sends_the_token_from_the_url_fragment() {
+    if !Path::new(CHROMIUM).exists() {
+        eprintln!(
+            "\n!!! SKIPPED status page token test: {CHROMIUM} is missing (apt-get install -y chromium) !!!\n"
+        );
+        return;
+    }
+    let fake = FakeControl::new(false);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = AdminOptions {
+        token: Some("page-token".into()),
+        ..AdminOptions::default()
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        gui_router(Arc::new(fake), options),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let profile = std::env::temp_dir().join(format!(
+        "sluice-admin-chromium-token-{}",
+        std::process::id()
+    ));
+
+    let with_token = chromium(
+        &format!("http://{addr}/#token=page-token"),
+        &["--dump-dom".into()],
+        &profile,
+    )
+    .await;
+    assert!(
+        with_token.contains("data-upstream=\"api-up\""),
+        "data shown:\n{with_token}"
+    );
+    assert!(with_token.contains(">live<"), "the header says live");
+
+    let without = chromium(&format!("http://{addr}/"), &["--dump-dom".into()], &profile).await;
+    assert!(
+        !without.contains("data-upstream="),
+        "no data without the token"
+    );
+    assert!(
+        without.contains("unauthorized: open this page as /#token="),
+        "the page explains what to do:\n{without}"
+    );
+
+    let _ = stop.send(());
+    server
+        .await
+        .expect("server task")
+        .expect("server shut down cleanly");
+    let _ = std::fs::remove_dir_all(&profile);
+}

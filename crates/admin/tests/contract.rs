@@ -877,5 +877,26 @@ async fn gui_serves_a_self_contained_page_and_guards_the_data() {
         .body(Body::empty())
         .expect("request");
     assert_eq!(send(&app, authed).await.status, StatusCode::OK);
-    assert_eq!(get(&app, "/nope").await.status, StatusCode::NOT_FOUND);
+    // Only `GET /` is public; everything else, known or not, needs the token first.
+    for (method, uri) in [
+        (Method::GET, "/nope"),
+        (Method::POST, "/"),
+        (Method::DELETE, "/metrics"),
+    ] {
+        let reply = call(&app, method.clone(), uri, "text/plain", "x").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    let authed = |method: Method, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", "Bearer gui-token")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let missing = send(&app, authed(Method::GET, "/nope")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let post_page = send(&app, authed(Method::POST, "/")).await;
+    assert_eq!(post_page.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post_page.json(), json!({"message": "Method not allowed"}));
 }
