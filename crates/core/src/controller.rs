@@ -87,6 +87,14 @@ pub const DNS_RETRY: Duration = Duration::from_secs(30);
 /// snapshot rebuild per second per such upstream.
 pub const WEIGHT_REFRESH: Duration = Duration::from_secs(1);
 
+/// How long the state of an address that left is kept in case it comes back: Kong's
+/// `CLEAR_HEALTH_STATUS_DELAY` (300 s). A DNS answer that briefly drops an address, or a
+/// config edit that removes and re-adds a target, must not reset what was learnt.
+pub const RETIRED_KEEP: Duration = Duration::from_secs(300);
+/// Most retired addresses kept per upstream (about 1 KiB each): far more than any real
+/// churn within 300 s, and a hard bound on memory under a DNS record that keeps changing.
+pub const RETIRED_MAX: usize = 1024;
+
 /// Per-address status for the admin API and metrics.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AddressStatus {
@@ -212,6 +220,10 @@ struct UpstreamState {
     split: Vec<u32>,
     snapshot: Option<Arc<UpstreamSnapshot>>,
     weights_refresh_at: Option<Instant>,
+    /// Addresses that left (reload or DNS) in the last [`RETIRED_KEEP`], with when they
+    /// left, so one that comes back keeps its health, ejection and load (Kong keeps a
+    /// removed address's health for 300 s, PR #8394). At most [`RETIRED_MAX`] entries.
+    retired: BTreeMap<AddressKey, (Instant, AddressState)>,
 }
 
 /// What caused a re-evaluation (decides the decision record's kind and trigger).
@@ -455,6 +467,7 @@ impl UpstreamState {
             split: Vec::new(),
             snapshot: None,
             weights_refresh_at: None,
+            retired: BTreeMap::new(),
             spec,
         };
         up.targets = up
@@ -590,20 +603,28 @@ impl UpstreamState {
                 } else {
                     answer.weight.unwrap_or(target.spec.weight)
                 };
-                let mut state = old.remove(&key).unwrap_or_else(|| AddressState {
-                    key: key.clone(),
-                    target_index: index as u32,
-                    weight,
-                    tier: target.spec.tier,
-                    region: target.spec.region.clone(),
-                    health: AddressHealth::new(),
-                    overridden: false,
-                    outlier: OutlierDetector::new(),
-                    load: Arc::new(AddressLoad::default()),
-                    available_since: if no_slow_start { None } else { Some(now) },
-                    was_available: true,
-                    next_probe: None,
-                });
+                let returning = self
+                    .retired
+                    .remove(&key)
+                    .filter(|(left, _)| now.saturating_duration_since(*left) < RETIRED_KEEP)
+                    .map(|(_, state)| state);
+                let mut state = old
+                    .remove(&key)
+                    .or(returning)
+                    .unwrap_or_else(|| AddressState {
+                        key: key.clone(),
+                        target_index: index as u32,
+                        weight,
+                        tier: target.spec.tier,
+                        region: target.spec.region.clone(),
+                        health: AddressHealth::new(),
+                        overridden: false,
+                        outlier: OutlierDetector::new(),
+                        load: Arc::new(AddressLoad::default()),
+                        available_since: if no_slow_start { None } else { Some(now) },
+                        was_available: true,
+                        next_probe: None,
+                    });
                 let fresh = state.next_probe.is_none();
                 state.target_index = index as u32;
                 state.weight = weight;
@@ -615,6 +636,24 @@ impl UpstreamState {
                     state.next_probe = probe_after(&self.active, &state, now);
                 }
                 self.addresses.insert(key, state);
+            }
+        }
+        for (key, state) in old {
+            self.retired.insert(key, (now, state));
+        }
+        self.retired
+            .retain(|_, (left, _)| now.saturating_duration_since(*left) < RETIRED_KEEP);
+        while self.retired.len() > RETIRED_MAX {
+            let oldest = self
+                .retired
+                .iter()
+                .min_by_key(|(_, (left, _))| *left)
+                .map(|(key, _)| key.clone());
+            match oldest {
+                Some(key) => {
+                    self.retired.remove(&key);
+                }
+                None => break,
             }
         }
     }

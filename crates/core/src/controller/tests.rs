@@ -1389,3 +1389,35 @@ fn dns_ttl_is_clamped() {
     );
     // (Unanswered requests are asked again every 30 s.)
 }
+
+#[test]
+fn an_address_that_leaves_and_returns_within_300s_keeps_its_health() {
+    let mut without = two_regions();
+    without.targets.remove(0);
+    let h = check_with(
+        two_regions(),
+        &[("without", without), ("with", two_regions())],
+        "
+        at 0.5s down 10.0.0.1:80
+        run 3s
+        at 3s reload without
+        at 20s reload with
+        ",
+        "
+        2s health 10.0.0.1:80 unhealthy
+        2s spill 100/0 -> 70/30 FailedOver
+        ",
+    );
+    let s = snapshot(&h);
+    assert_eq!(
+        s.addresses
+            .first()
+            .map(|a| (a.key.addr.to_string(), a.unavailable)),
+        Some(("10.0.0.1:80".to_string(), Some(Unavailable::Unhealthy)))
+    );
+    // Gone for longer than 300 s: it comes back as a new, healthy address.
+    let mut h = h;
+    run_script(&mut h, "at 30s reload without\nat 400s reload with");
+    let s = snapshot(&h);
+    assert_eq!(s.addresses.first().and_then(|a| a.unavailable), None);
+}
