@@ -218,6 +218,8 @@ struct UpstreamState {
     engine: FailoverEngine,
     mode: Mode,
     split: Vec<u32>,
+    /// `split` labelled with the tiers it was computed for (a reload may change them).
+    shares: Vec<TierShare>,
     snapshot: Option<Arc<UpstreamSnapshot>>,
     weights_refresh_at: Option<Instant>,
     /// Addresses that left (reload or DNS) in the last [`RETIRED_KEEP`], with when they
@@ -465,6 +467,7 @@ impl UpstreamState {
             engine,
             mode: Mode::Normal,
             split: Vec::new(),
+            shares: Vec::new(),
             snapshot: None,
             weights_refresh_at: None,
             retired: BTreeMap::new(),
@@ -798,6 +801,7 @@ impl UpstreamState {
             };
 
         let before_split = std::mem::replace(&mut self.split, split.clone());
+        let before_shares = std::mem::replace(&mut self.shares, self.tier_shares(&split));
         let before_mode = std::mem::replace(&mut self.mode, mode);
         let existed = self.snapshot.is_some();
         let split_changed = before_split != split;
@@ -890,8 +894,8 @@ impl UpstreamState {
                 kind,
                 trigger,
                 inputs,
-                before: self.tier_shares(&before_split),
-                after: self.tier_shares(&split),
+                before: before_shares,
+                after: self.shares.clone(),
             });
             out.push(Action::Decision(record));
         }
