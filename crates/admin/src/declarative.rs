@@ -234,4 +234,34 @@ mod tests {
         assert!(extract_config("application/json", b"{nope").is_err());
         assert!(extract_config("text/yaml", b"  ").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a client sends, body extraction answers Ok or a 400, never panics.
+        #[test]
+        fn extraction_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            kind in 0usize..5,
+            boundary in "[a-zA-Z0-9'()+_,./:=?-]{0,12}",
+        ) {
+            let content_type = match kind {
+                0 => "application/json".to_owned(),
+                1 => "application/x-www-form-urlencoded".to_owned(),
+                2 => format!("multipart/form-data; boundary={boundary}"),
+                3 => "text/yaml".to_owned(),
+                _ => String::new(),
+            };
+            let _ = extract_config(&content_type, &body);
+            let _ = multipart_config(&content_type, &body);
+        }
+
+        /// A multipart body built around any config text gives that text back.
+        #[test]
+        fn multipart_round_trips(text in "[ -~\n]{1,200}") {
+            let body = format!(
+                "--B0undary\r\nContent-Disposition: form-data; name=\"config\"\r\n\r\n{text}\r\n--B0undary--\r\n"
+            );
+            let found = multipart_config("multipart/form-data; boundary=B0undary", body.as_bytes());
+            proptest::prop_assert_eq!(found, Some(text.into_bytes()));
+        }
+    }
 }
