@@ -801,7 +801,8 @@ impl UpstreamState {
             };
 
         let before_split = std::mem::replace(&mut self.split, split.clone());
-        let before_shares = std::mem::replace(&mut self.shares, self.tier_shares(&split));
+        let after_shares = self.tier_shares(&split);
+        let before_shares = std::mem::replace(&mut self.shares, after_shares);
         let before_mode = std::mem::replace(&mut self.mode, mode);
         let existed = self.snapshot.is_some();
         let split_changed = before_split != split;
