@@ -13,6 +13,8 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,7 +49,67 @@ pub enum UpstreamBody {
         rest: Incoming,
         /// Bytes still allowed by the gateway's body limit (`u64::MAX` = unlimited).
         remaining_limit: u64,
+        /// Write progress, watched by the attempt's write/read timeouts.
+        progress: Option<Arc<WriteProgress>>,
     },
+}
+
+/// How far the upload of a streamed body got, for Kong's per-phase timeouts:
+/// `write_timeout` between two successive writes, then `read_timeout` from the end of
+/// the body to the response header.
+#[derive(Debug)]
+pub struct WriteProgress {
+    base: Instant,
+    /// Milliseconds after `base` of the last chunk handed to the connection.
+    last_write_ms: AtomicU64,
+    done: AtomicBool,
+    /// The connection asked for more and the client has not sent it yet: the upstream
+    /// is not to blame for this wait.
+    waiting_on_client: AtomicBool,
+}
+
+impl WriteProgress {
+    pub fn new() -> Arc<WriteProgress> {
+        Arc::new(WriteProgress {
+            base: Instant::now(),
+            last_write_ms: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            waiting_on_client: AtomicBool::new(false),
+        })
+    }
+
+    fn touch(&self, done: bool) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_write_ms.store(ms, Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+        if done {
+            self.done.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The whole body has been handed to the connection.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// The attempt is waiting for the client's next body chunk.
+    pub fn is_waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
+    }
+
+    /// When the current phase times out: `read` after the end of the body;
+    /// [`CLIENT_BODY_TIMEOUT`] while waiting on the client; else `write` after the last
+    /// write (the upstream stopped draining).
+    pub fn deadline(&self, write: Duration, read: Duration) -> Instant {
+        let last = self.base + Duration::from_millis(self.last_write_ms.load(Ordering::Relaxed));
+        last + if self.is_done() {
+            read
+        } else if self.is_waiting_on_client() {
+            CLIENT_BODY_TIMEOUT
+        } else {
+            write
+        }
+    }
 }
 
 impl UpstreamBody {
@@ -83,11 +145,15 @@ impl Body for UpstreamBody {
                 head,
                 rest,
                 remaining_limit,
+                progress,
             } => {
                 if let Some(head) = head.take() {
+                    if let Some(p) = progress {
+                        p.touch(rest.is_end_stream());
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(head))));
                 }
-                match Pin::new(rest).poll_frame(cx) {
+                match Pin::new(&mut *rest).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(data) = frame.data_ref() {
                             let len = data.len() as u64;
@@ -96,11 +162,24 @@ impl Body for UpstreamBody {
                             }
                             *remaining_limit -= len;
                         }
+                        if let Some(p) = progress {
+                            p.touch(rest.is_end_stream());
+                        }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                    Poll::Ready(None) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(None) => {
+                        if let Some(p) = progress {
+                            p.touch(true);
+                        }
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => {
+                        if let Some(p) = progress {
+                            p.waiting_on_client.store(true, Ordering::Relaxed);
+                        }
+                        Poll::Pending
+                    }
                 }
             }
         }

@@ -34,7 +34,7 @@ use sluice_core::retry::{self, FailureKind, RetryDecision, RetryPolicy};
 use sluice_core::snapshot::AddressKey;
 use tokio::time::Instant;
 
-use crate::body::{RequestBodyError, UpstreamBody};
+use crate::body::{RequestBodyError, UpstreamBody, WriteProgress};
 use crate::dns::Dns;
 use crate::driver::{Clock, EventSink};
 use crate::error::{ErrorKind, ProxyError};
@@ -384,10 +384,17 @@ async fn attempt(
     let Some(body) = out.body.take() else {
         return Err(AttemptError::Upstream(FailureKind::ConnectError));
     };
-    let header_deadline = if out.body.is_streaming() {
-        timeouts.write + timeouts.read
-    } else {
-        timeouts.read
+    // Phase timeouts. A buffered body (at most `REPLAY_LIMIT`) goes out with the head,
+    // so `read_timeout` runs from the send. A streamed body is watched: `write_timeout`
+    // between two writes, then `read_timeout` from its end to the response header.
+    let mut body = body;
+    let progress = match &mut body {
+        UpstreamBody::Streaming { progress, .. } => {
+            let p = WriteProgress::new();
+            *progress = Some(p.clone());
+            Some(p)
+        }
+        UpstreamBody::Full(_) => None,
     };
     let mut request = build_request(out, body, host);
     // A pooled connection the peer closed in the meantime fails before anything is
@@ -395,13 +402,40 @@ async fn attempt(
     // a retry: nothing reached the upstream).
     for _ in 0..2 {
         let reused = conn.reused;
-        let sent = tokio::time::timeout(header_deadline, conn.send(pool, request)).await;
-        match sent {
-            Err(_) => {
-                return Err(AttemptError::Upstream(FailureKind::ReadTimeout));
+        let send = conn.send(pool, request);
+        tokio::pin!(send);
+        let sent = loop {
+            let deadline = match &progress {
+                Some(p) => p.deadline(timeouts.write, timeouts.read),
+                None => Instant::now() + timeouts.read,
+            };
+            tokio::select! {
+                result = &mut send => break result,
+                _ = tokio::time::sleep_until(deadline) => {
+                    // The deadline may have moved while we slept (more was written).
+                    let current = match &progress {
+                        Some(p) => p.deadline(timeouts.write, timeouts.read),
+                        None => deadline,
+                    };
+                    if Instant::now() >= current {
+                        if progress.as_ref().is_some_and(|p| p.is_waiting_on_client()) {
+                            // The client stopped sending its body: its fault, not the
+                            // upstream's (nothing is reported to passive health).
+                            return Err(AttemptError::Client(ErrorKind::ClientAborted));
+                        }
+                        let writing = progress.as_ref().is_some_and(|p| !p.is_done());
+                        return Err(AttemptError::Upstream(if writing {
+                            FailureKind::WriteTimeout
+                        } else {
+                            FailureKind::ReadTimeout
+                        }));
+                    }
+                }
             }
-            Ok(Ok(done)) => return Ok(done),
-            Ok(Err(SendError::NotSent(back))) if reused => {
+        };
+        match sent {
+            Ok(done) => return Ok(done),
+            Err(SendError::NotSent(back)) if reused => {
                 request = *back;
                 conn = pool
                     .connect(chosen_addr, timeouts.connect)
@@ -414,10 +448,10 @@ async fn attempt(
                         })
                     })?;
             }
-            Ok(Err(SendError::NotSent(_))) => {
+            Err(SendError::NotSent(_)) => {
                 return Err(AttemptError::Upstream(FailureKind::ConnectError));
             }
-            Ok(Err(SendError::Failed(e))) => return Err(classify_send_error(&e)),
+            Err(SendError::Failed(e)) => return Err(classify_send_error(&e)),
         }
     }
     Err(AttemptError::Upstream(FailureKind::ConnectError))

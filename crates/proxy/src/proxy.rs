@@ -351,6 +351,7 @@ pub async fn handle(
                 head: Some(head),
                 rest,
                 remaining_limit,
+                progress: None,
             })))
         }
         Err(ReadBodyError::TooLarge) => {
