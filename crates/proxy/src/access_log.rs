@@ -103,3 +103,94 @@ pub fn to_json(record: &RequestRecord) -> serde_json::Value {
         "error": record.error.map(|e| e.as_str()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::record::{ResponseSource, RouteRef, Tries, TryRecord};
+
+    fn record() -> RequestRecord {
+        let mut tries = Tries::default();
+        tries.push(TryRecord {
+            address: SocketAddr::from(([10, 0, 0, 1], 8080)),
+            region: Arc::from("eu"),
+            tier: 0,
+            outcome: TryOutcome::ConnectFailed,
+            latency: Duration::from_millis(3),
+            hedge: false,
+        });
+        tries.push(TryRecord {
+            address: SocketAddr::from(([10, 0, 1, 1], 8080)),
+            region: Arc::from("us"),
+            tier: 1,
+            outcome: TryOutcome::Status(200),
+            latency: Duration::from_millis(12),
+            hedge: false,
+        });
+        RequestRecord {
+            request_id: 0xab,
+            method: http::Method::GET,
+            route: Some(RouteRef {
+                index: 0,
+                label: Arc::from("orders"),
+            }),
+            service: None,
+            upstream: Some(Arc::from("pool")),
+            status: 200,
+            source: ResponseSource::Upstream,
+            tries,
+            request_latency: Duration::from_millis(20),
+            upstream_latency: Some(Duration::from_millis(12)),
+            proxy_latency: Duration::from_millis(8),
+            bytes_in: 0,
+            bytes_out: 5,
+            crossed_region: true,
+            crossed_tier: true,
+            retry_budget_exhausted: false,
+            try_timeouts: 0,
+            hedged: false,
+            error: None::<ErrorKind>,
+        }
+    }
+
+    #[test]
+    fn line_has_kong_style_fields_and_tries() {
+        let json = to_json(&record());
+        assert_eq!(json["request_id"], format!("{:032x}", 0xab));
+        assert_eq!(json["route"], "orders");
+        assert_eq!(json["source"], "service");
+        assert_eq!(json["latencies"]["proxy"], 12);
+        assert_eq!(json["tries"][0]["state"], "connect_failed");
+        assert_eq!(json["tries"][1]["code"], 200);
+        assert_eq!(json["tries"][1]["region"], "us");
+        assert_eq!(json["crossed_region"], true);
+    }
+
+    #[tokio::test]
+    async fn writer_emits_one_line_per_record() {
+        let (writer, mut reader) = tokio::io::duplex(64 * 1024);
+        let log = AccessLog::spawn(writer);
+        log.log(record());
+        log.log(record());
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while seen.iter().filter(|&&b| b == b'\n').count() < 2 {
+            let n = tokio::io::AsyncReadExt::read(&mut reader, &mut buf)
+                .await
+                .unwrap();
+            assert!(n > 0, "writer closed early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8(seen).unwrap();
+        for line in text.lines() {
+            let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(parsed["status"], 200);
+        }
+        assert_eq!(log.dropped(), 0);
+    }
+}

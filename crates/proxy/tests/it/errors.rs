@@ -134,3 +134,33 @@ services:
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_backend_that_stops_reading_an_upload_hits_write_timeout() {
+    let stall = Backend::start("stall", Behavior::StallBody).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: http://{addr}
+    retries: 0
+    write_timeout: 300
+    read_timeout: 60000
+    routes: [{{ name: r, paths: ["/"] }}]
+"#,
+        addr = stall.addr
+    );
+    let gw = gateway(&yaml).await;
+    // Far more than loopback socket buffers hold, so the upload must block.
+    let body = "u".repeat(32 * 1024 * 1024);
+    let started = Instant::now();
+    let reply = send(&gw, "PUT", "x", "/upload", &[], &body).await;
+    assert_kong_error(&reply, 504, "The upstream server is timing out");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "write_timeout, not read_timeout, ended it: {:?}",
+        started.elapsed()
+    );
+    gw.shutdown().await;
+}

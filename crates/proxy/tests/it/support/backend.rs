@@ -22,6 +22,8 @@ pub enum Behavior {
     Delay(Duration),
     /// Read the request and never answer.
     Hang,
+    /// Read only the request head, then neither read the body nor answer.
+    StallBody,
     /// Read the request and close the connection without a byte.
     Drop,
     /// Read the request and reset the connection (RST).
@@ -137,6 +139,10 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             }
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        if *state.behavior.lock().unwrap() == Behavior::StallBody {
+            state.hits.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
         let content_length = head
             .lines()
             .filter_map(|l| l.split_once(':'))
@@ -160,7 +166,7 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
                 tokio::time::sleep(d).await;
                 (200, state.name.clone())
             }
-            Behavior::Hang => {
+            Behavior::Hang | Behavior::StallBody => {
                 std::future::pending::<()>().await;
                 return;
             }
