@@ -169,6 +169,10 @@ async fn status_page_shows_a_failover_as_it_happens() {
         "the decision record is listed"
     );
     assert!(
+        after.contains("why: spill"),
+        "the upstream card says why its traffic moved"
+    );
+    assert!(
         after.contains("tier 0 healthy share 0.50 &lt; 1/1.4"),
         "with its trigger"
     );
