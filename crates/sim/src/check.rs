@@ -244,6 +244,8 @@ impl Checker {
             }
         }
         self.check_decisions(now, &changes, &records);
+        // The reload (if any) was this step's event; later publishes are ordinary.
+        self.reload_pending = false;
         if decision_log_len > self.policy.decision_log_capacity {
             self.fail(
                 now,
@@ -419,14 +421,26 @@ impl Checker {
     }
 
     fn observe_drops(&mut self, now: Instant, snapshot: &UpstreamSnapshot) {
-        let reload = std::mem::replace(&mut self.reload_pending, false);
+        let reload = self.reload_pending;
         let Some(previous) = self.last.clone() else {
             return;
         };
         for tier in &snapshot.tiers {
             let share = tier_available_share(snapshot, tier.tier);
             let before = tier_available_share(&previous, tier.tier);
-            if reload || share + 1e-9 >= before {
+            if share + 1e-9 >= before {
+                continue;
+            }
+            // A drop in a recovering tier restarts the controller's hold-down even when
+            // tier 0 keeps enough capacity (a flapping address), and so may a reload that
+            // re-weights a tier: once traffic has left tier 0, the failback window
+            // restarts here too.
+            if self.tier0_short_at.is_some() {
+                self.tier0_short_at = Some(now);
+            }
+            // Whether a reload's re-weighting restarts the hold-down is the controller's
+            // call; the hold-down check only holds it to drops in availability.
+            if reload {
                 continue;
             }
             match self
@@ -436,12 +450,6 @@ impl Checker {
             {
                 Some(entry) => entry.1 = now,
                 None => self.tier_last_drop.push((tier.tier, now)),
-            }
-            // A drop in a recovering tier restarts the controller's hold-down even when
-            // tier 0 keeps enough capacity (a flapping address): once traffic has left
-            // tier 0, the failback window restarts here too.
-            if self.tier0_short_at.is_some() {
-                self.tier0_short_at = Some(now);
             }
         }
     }

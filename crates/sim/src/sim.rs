@@ -22,6 +22,7 @@ use sluice_core::decision::{DecisionKind, DecisionRecord};
 use sluice_core::event::{AttemptOutcome, OperatorCommand, ProbeOutcome, ResolvedAddress};
 use sluice_core::retry::{self, FailureKind, RetryBudget, RetryDecision, RetryPolicy};
 use sluice_core::snapshot::{AddressKey, Mode, Unavailable, UpstreamSnapshot};
+use sluice_core::topology::UpstreamSpec;
 use sluice_core::{Action, Controller, Duration, Event, Instant};
 
 use crate::check::{CheckPolicy, Checker, PPM, Violation, render_split, snapshot_split};
@@ -81,6 +82,42 @@ impl SimConfig {
             log_level: LogLevel::Transitions,
             retry_snapshot: RetrySnapshot::Loaded,
         }
+    }
+
+    /// A scripted run whose upstream comes from a validated configuration (for example
+    /// a Kong `kong.yml` through `sluice-config`): its algorithm, health checks and
+    /// failover policy drive the run. The upstream's targets must be the world's
+    /// (same `host:port`, tier and order), since the world answers for those addresses.
+    pub fn from_upstream(
+        seed: u64,
+        layout: Layout,
+        upstream: &UpstreamSpec,
+        faults: Vec<Fault>,
+        fault_phase: Duration,
+    ) -> Result<SimConfig, String> {
+        let world = World::new(&layout);
+        let expected = world.target_specs(false);
+        if expected.len() != upstream.targets.len() {
+            return Err(format!(
+                "upstream {} has {} targets, the world has {}",
+                upstream.name,
+                upstream.targets.len(),
+                expected.len()
+            ));
+        }
+        for (index, (want, got)) in expected.iter().zip(&upstream.targets).enumerate() {
+            if want.target != got.target || want.tier != got.tier {
+                return Err(format!(
+                    "target {index}: the world has {} in tier {}, the upstream {} in tier {}",
+                    want.target, want.tier, got.target, got.tier
+                ));
+            }
+        }
+        let mut config = SimConfig::scripted(seed, layout, faults, fault_phase);
+        config.settings.algorithm = upstream.algorithm;
+        config.settings.healthchecks = upstream.healthchecks.clone();
+        config.settings.failover = upstream.failover.clone();
+        Ok(config)
     }
 
     /// A swarm run: the seed draws the world's shape, the BUGGIFY settings and the

@@ -12,7 +12,7 @@ use sluice_sim::runner::{SeedProfile, run_seed};
 /// Seeds run in CI. Every one is a different fault mix; the range is fixed so a CI
 /// failure is reproducible with the printed command.
 const CI_SEEDS: std::ops::Range<u64> = 0..CI_SEED_COUNT;
-const CI_SEED_COUNT: u64 = 60;
+const CI_SEED_COUNT: u64 = 50;
 
 /// Five minutes of faults at 100 requests per virtual second: long enough for every
 /// fault to open and close and for hold-downs and ramps to complete, light enough for
