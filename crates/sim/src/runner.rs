@@ -149,3 +149,65 @@ pub fn run_seed(seed: u64, profile: SeedProfile, log_level: LogLevel) -> RunRepo
     report.profile = Some(profile);
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::{Fault, FaultKind};
+    use crate::world::Layout;
+
+    /// Goal: a run that cannot converge fails its liveness phase and the report says
+    /// how to reproduce it. Method: Kong's trap, `healthy.successes = 0` for active and
+    /// passive checks, so an address once unhealthy never recovers on its own.
+    #[test]
+    fn a_config_that_cannot_recover_fails_liveness_with_a_reproducible_report() {
+        let down = Fault::new(
+            FaultKind::TargetDown {
+                target: 0,
+                refused: true,
+            },
+            Instant::from_millis(10_000),
+            Instant::from_millis(20_000),
+        );
+        let mut config = SimConfig::scripted(
+            17,
+            Layout::two_regions(3),
+            vec![down],
+            Duration::from_secs(20),
+        );
+        config.requests_per_sec = 50;
+        config.settings.healthchecks.active.healthy_successes = 0;
+        config.settings.healthchecks.passive.healthy_successes = 0;
+        let report = run(config);
+        assert!(!report.passed());
+        assert!(report.violations.is_empty(), "{:?}", report.violations);
+        let failure = report.liveness.as_ref().expect_err("no liveness");
+        assert!(
+            failure.detail.contains("10.1.0.1:8000"),
+            "{}",
+            failure.detail
+        );
+        let text = report.failure_text();
+        assert!(text.contains("SIMULATION FAILED: seed 17"), "{text}");
+        assert!(
+            text.contains("reproduce: cargo run -p sluice-sim --release -- --seed 17 --log full"),
+            "{text}"
+        );
+        assert!(text.contains("no liveness"), "{text}");
+        assert!(text.contains("TIME_MS  SOURCE"), "{text}");
+    }
+
+    #[test]
+    fn seed_reports_carry_their_profile_in_the_command() {
+        let profile = SeedProfile {
+            fault_phase: Duration::from_secs(30),
+            requests_per_sec: 20,
+        };
+        let report = run_seed(5, profile, LogLevel::Transitions);
+        assert_eq!(
+            report.reproduce_command(),
+            "cargo run -p sluice-sim --release -- --seed 5 --fault-phase-secs 30 --rps 20 --log full"
+        );
+        assert!(report.stats.requests > 0);
+    }
+}
