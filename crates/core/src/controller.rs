@@ -623,7 +623,7 @@ impl UpstreamState {
                         health: AddressHealth::new(),
                         overridden: false,
                         outlier: OutlierDetector::new(),
-                        load: Arc::new(AddressLoad::default()),
+                        load: Arc::new(AddressLoad::new(now)),
                         available_since: if no_slow_start { None } else { Some(now) },
                         was_available: true,
                         next_probe: None,

@@ -82,9 +82,11 @@ const EPSILON: f64 = 1e-9;
 impl Default for FailoverPolicy {
     fn default() -> Self {
         FailoverPolicy {
-            // Envoy's default: a tier keeps all its traffic while ≥ 1/1.4 ≈ 72% of its
-            // weight is healthy, i.e. each tier is assumed to have ~40% headroom.
-            overprovisioning: 1.4,
+            // N+1 for a three-instance region: a tier keeps all its traffic while ≥ 2/3 of
+            // its weight is healthy, so losing one of three primaries leaks nothing to the
+            // secondary region (Envoy's 1.4 keeps all only down to ~72% and leaks ~7% of
+            // traffic there). Below 2/3 the shortfall spills in proportion.
+            overprovisioning: 1.5,
             // Envoy's default threshold, applied with the stricter every-tier rule above.
             panic_threshold: 0.5,
             // Must exceed the up-phase of a flapping region: a region flapping up 20 s /
@@ -172,7 +174,13 @@ fn capped(health: &[f64], overprovisioning: f64) -> Vec<f64> {
         .iter()
         .map(|h| {
             if h.is_finite() {
-                (h * f).clamp(0.0, 1.0)
+                let carried = h * f;
+                // 2/3 × 1.5 must be exactly "enough", not 0.9999999999999999.
+                if carried >= 1.0 - EPSILON {
+                    1.0
+                } else {
+                    carried.clamp(0.0, 1.0)
+                }
             } else {
                 0.0
             }

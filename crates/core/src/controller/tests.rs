@@ -123,11 +123,14 @@ fn checks() -> HealthChecks {
     hc
 }
 
-/// Default policy without the per-second weight refresh noise.
+/// Default policy without the per-second weight refresh noise, and with Envoy's
+/// overprovisioning factor 1.4, which the split numbers in these timelines were written
+/// for (the shipped default, 1.5, has its own test below).
 fn policy() -> FailoverPolicy {
     FailoverPolicy {
         adaptive_weights: false,
         slow_start: Duration::ZERO,
+        overprovisioning: 1.4,
         ..FailoverPolicy::default()
     }
 }
@@ -1420,4 +1423,32 @@ fn an_address_that_leaves_and_returns_within_300s_keeps_its_health() {
     run_script(&mut h, "at 30s reload without\nat 400s reload with");
     let s = snapshot(&h);
     assert_eq!(s.addresses.first().and_then(|a| a.unavailable), None);
+}
+
+#[test]
+fn default_policy_keeps_all_traffic_home_when_one_of_three_primaries_is_down() {
+    // The user's drill: 3 primaries, 2 secondaries, one primary dies. With the shipped
+    // overprovisioning (1.5) two thirds of the tier is exactly enough: nothing leaks.
+    let mut spec = upstream(vec![
+        target("10.0.0.1:80", 0, "primary", 100),
+        target("10.0.0.2:80", 0, "primary", 100),
+        target("10.0.0.3:80", 0, "primary", 100),
+        target("10.0.1.1:80", 1, "secondary", 100),
+        target("10.0.1.2:80", 1, "secondary", 100),
+    ]);
+    spec.failover.overprovisioning = FailoverPolicy::default().overprovisioning;
+    let h = check(
+        spec,
+        "at 1s down 10.0.0.1:80
+         run 5s",
+        // The address flips on its second failed probe, and no spill record follows.
+        "3s health 10.0.0.1:80 unhealthy",
+    );
+    let snap = snapshot(&h);
+    assert_eq!(
+        snap.tiers[0].share_ppm, 1_000_000,
+        "one of three down must not leak: {:?}",
+        snap.tiers
+    );
+    assert_eq!(snap.mode, Mode::Normal);
 }
