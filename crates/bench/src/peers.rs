@@ -207,8 +207,9 @@ upstreams:
   - name: drill.upstream
     algorithm: latency
     # overprovisioning 1.5: the three primaries are sized N+1 (two carry the load), so
-    # losing one must not spill to the secondary; the default 1.4 (Envoy's) keeps a tier
-    # whole only down to 72 % healthy and would send 6.7 % to the secondary here.
+    # losing one must not spill to the secondary (1.4, Envoy's default, keeps a tier whole
+    # only down to 72 % healthy and sent 6.5 % to the secondary here). Sluice's own
+    # default is 1.5 since f530ca2; written out so the Envoy config can match it.
     tags: ["sluice:hold-down={hold}", "sluice:ramp={ramp}", "sluice:outlier=on", "sluice:overprovisioning={overprovisioning}"]
     healthchecks:
       active:
