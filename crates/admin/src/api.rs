@@ -127,6 +127,10 @@ pub(crate) fn data_routes() -> Router<AppState> {
         .route("/sluice/decisions", get(sluice_api::decisions))
         .route("/sluice/upstreams", get(sluice_api::upstreams))
         .route(
+            "/sluice/log-level",
+            axum::routing::put(sluice_api::set_log_level),
+        )
+        .route(
             "/sluice/demo/faults",
             get(sluice_api::demo_faults).post(sluice_api::set_demo_fault),
         )

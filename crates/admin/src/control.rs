@@ -175,6 +175,12 @@ pub trait Control: Send + Sync + 'static {
     /// Counters for `GET /status`.
     fn server_stats(&self) -> ServerStats;
 
+    /// Replace the process's log filter (`info`, `debug`, `info,sluice_proxy=debug`) at
+    /// runtime. The default refuses: only a binary that owns the logger can do it.
+    fn set_log_filter(&self, _directives: &str) -> Result<(), String> {
+        Err("changing the log level is not supported by this gateway".into())
+    }
+
     /// The demo's fault panel, when the demo backends run in this process.
     fn demo(&self) -> Option<&dyn DemoControl> {
         None

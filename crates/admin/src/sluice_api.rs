@@ -90,6 +90,29 @@ pub(crate) async fn decisions(
     })))
 }
 
+/// `PUT /sluice/log-level` with body `{"level": "debug"}` (an `EnvFilter` directive):
+/// change the log level of the running process. 204 on success, 400 with the reason.
+pub(crate) async fn set_log_level(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let parsed: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected a JSON body like {{\"level\":\"debug\"}}: {e}"
+        ))
+    })?;
+    let level = parsed
+        .get("level")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::BadRequest("missing string field 'level'".into()))?;
+    state
+        .control
+        .set_log_filter(level)
+        .map_err(|e| ApiError::BadRequest(format!("invalid log level '{level}': {e}")))?;
+    tracing::info!(level, "log level changed through the admin API");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
 /// Why an address is out of rotation, in the status page's words.
 fn state_name(unavailable: Option<Unavailable>) -> &'static str {
     match unavailable {

@@ -20,21 +20,24 @@ use sluice_core::snapshot::UpstreamSnapshot;
 use sluice_proxy::Gateway;
 
 use crate::demo::Demo;
+use crate::logging::LogHandle;
 
 /// `Control` for a running gateway (and, under `sluice demo`, its demo backends).
 pub struct GatewayControl {
     gateway: Arc<Gateway>,
     node_id: String,
     demo: Option<Arc<Demo>>,
+    log: LogHandle,
 }
 
 impl GatewayControl {
-    pub fn new(gateway: Arc<Gateway>, demo: Option<Arc<Demo>>) -> Self {
+    pub fn new(gateway: Arc<Gateway>, demo: Option<Arc<Demo>>, log: LogHandle) -> Self {
         let node_id = gateway.metrics().node_id().to_owned();
         GatewayControl {
             gateway,
             node_id,
             demo,
+            log,
         }
     }
 }
@@ -158,6 +161,10 @@ impl Control for GatewayControl {
             connections_accepted: c.connections_accepted,
             connections_handled: c.connections_handled,
         }
+    }
+
+    fn set_log_filter(&self, directives: &str) -> Result<(), String> {
+        self.log.set_filter(directives)
     }
 
     fn demo(&self) -> Option<&dyn DemoControl> {

@@ -40,6 +40,7 @@ pub async fn run_backend(
     // The address goes to stdout so scripts that asked for port 0 can find it.
     println!("listening on {}", backend.addr());
     wait_for_stop().await;
+    println!("served {} requests", backend.hits());
     Ok(())
 }
 
@@ -112,7 +113,7 @@ async fn serve(
     log: LogArgs,
     demo: Option<Arc<demo::Demo>>,
     reload_from: Option<PathBuf>,
-    _log_handle: logging::LogHandle,
+    log_handle: logging::LogHandle,
 ) -> anyhow::Result<()> {
     sluice_admin::check_bind(listen.admin, listen.token.as_deref()).map_err(anyhow::Error::msg)?;
     sluice_admin::check_bind(listen.gui, listen.token.as_deref()).map_err(anyhow::Error::msg)?;
@@ -132,7 +133,7 @@ async fn serve(
     let gateway = Arc::new(Gateway::start(config, options).await?);
     let demo_mode = demo.is_some();
     let control: Arc<dyn sluice_admin::Control> =
-        Arc::new(GatewayControl::new(gateway.clone(), demo));
+        Arc::new(GatewayControl::new(gateway.clone(), demo, log_handle));
 
     let mut configuration = serde_json::Map::new();
     configuration.insert(

@@ -392,6 +392,25 @@ fn run_reloads_on_sighup_and_post_config_and_keeps_running_config_on_errors() {
         );
     }
 
+    // The log level changes at runtime; a bad filter is a 400 that names it.
+    let (status, _, body) = http(
+        admin,
+        "PUT",
+        "/sluice/log-level",
+        Some(r#"{"level":"debug"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 204, "{body}");
+    let (status, _, body) = http(
+        admin,
+        "PUT",
+        "/sluice/log-level",
+        Some(r#"{"level":"[[nonsense"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("[[nonsense"), "{body}");
+
     // A valid POST /config (Kong DB-less body): traffic moves back to a.
     let (status, _, body) = http(admin, "POST", "/config", Some(&config_for(addr_a))).unwrap();
     assert_eq!(status, 201, "{body}");
