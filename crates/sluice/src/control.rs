@@ -126,10 +126,10 @@ impl Control for GatewayControl {
             .iter()
             .find(|t| t.target == target || t.id == target)
             .ok_or(NotFound)?;
-        if let Some(addr) = address {
-            if !found.addresses.iter().any(|a| a.key.addr == addr) {
-                return Err(NotFound);
-            }
+        if let Some(addr) = address
+            && !found.addresses.iter().any(|a| a.key.addr == addr)
+        {
+            return Err(NotFound);
         }
         let command = OperatorCommand::SetHealth {
             target: found.target.clone(),
