@@ -604,8 +604,8 @@ pub async fn forward(
                 snapshot: up.slot.snapshot.load_full(),
             }
         }
-        ServiceTarget::Address { addr, host_header } => Source::Fixed {
-            addrs: Arc::from([*addr]),
+        ServiceTarget::Address { addrs, host_header } => Source::Fixed {
+            addrs: addrs.clone(),
             start: 0,
             host_header: host_header.clone(),
         },

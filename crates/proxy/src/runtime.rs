@@ -155,9 +155,10 @@ pub struct UpstreamRuntime {
 pub enum ServiceTarget {
     /// `host` names an upstream: balanced by the controller's snapshots.
     Upstream(Arc<UpstreamRuntime>),
-    /// `host` is an IP literal: used as is.
+    /// `host` is an IP literal: used as is (a one-element list, shared so a request
+    /// does not allocate one).
     Address {
-        addr: SocketAddr,
+        addrs: Arc<[SocketAddr]>,
         host_header: Option<HeaderValue>,
     },
     /// `host` is a hostname: resolved (cached by TTL) per request.
@@ -254,7 +255,7 @@ impl Runtime {
                         .parse::<IpAddr>()
                     {
                         Ok(ip) => ServiceTarget::Address {
-                            addr: SocketAddr::new(ip, service.port),
+                            addrs: Arc::from([SocketAddr::new(ip, service.port)]),
                             host_header,
                         },
                         Err(_) => ServiceTarget::Dns {
