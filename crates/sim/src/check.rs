@@ -22,7 +22,10 @@
 //!    `ratio × requests + min_per_sec × window` (+1 for rounding).
 //! 8. `decision_per_change`: every change of traffic split is explained by exactly one
 //!    decision record whose before/after match the published split.
-//! 9. `decision_log_bounded`: the decision log never exceeds its capacity.
+//! 9. `decision_log_bounded`: the decision log never exceeds its capacity. Every
+//!    operator command is recorded by exactly one decision record
+//!    (`decision_per_operator`), and every address going from available to ejected by
+//!    at least one record in the same step (`decision_per_ejection`).
 //! 10. `preferred_tier`: whenever tier 0 has enough healthy capacity
 //!     (available share × overprovisioning ≥ 1), it carries all traffic, unless it was
 //!     short of capacity, any tier's available share dropped (which restarts the
@@ -94,6 +97,23 @@ pub fn snapshot_split(snapshot: &UpstreamSnapshot) -> Vec<(u8, u32)> {
 
 fn record_split(shares: &[TierShare]) -> Vec<(u8, u32)> {
     split_of_tiers(shares.iter().map(|t| (t.tier, t.share_ppm)))
+}
+
+/// Addresses available in `before` and ejected in `after` (an ejection the controller
+/// must record; an address already unavailable for another reason may turn "ejected" in
+/// the snapshot without a new ejection).
+fn newly_ejected_count(before: &UpstreamSnapshot, after: &UpstreamSnapshot) -> usize {
+    after
+        .addresses
+        .iter()
+        .filter(|a| matches!(a.unavailable, Some(Unavailable::Ejected { .. })))
+        .filter(|a| {
+            before
+                .addresses
+                .iter()
+                .any(|b| b.key == a.key && b.unavailable.is_none())
+        })
+        .count()
 }
 
 /// Available weight over weight of one tier's addresses in the snapshot.
@@ -224,9 +244,13 @@ impl Checker {
         let before = self.violations.len();
         let mut changes: Vec<SplitChange> = Vec::new();
         let mut records: Vec<Arc<DecisionRecord>> = Vec::new();
+        let mut newly_ejected = 0usize;
         for action in actions {
             match action {
                 Action::Publish(snapshot) => {
+                    if let Some(last) = &self.last {
+                        newly_ejected += newly_ejected_count(last, snapshot);
+                    }
                     let previous = self.last.as_ref().map(|s| snapshot_split(s));
                     self.check_snapshot(now, snapshot);
                     self.observe_drops(now, snapshot);
@@ -244,6 +268,13 @@ impl Checker {
             }
         }
         self.check_decisions(now, &changes, &records);
+        if records.len() < newly_ejected {
+            let detail = format!(
+                "{newly_ejected} addresses went from available to ejected with {} decision records",
+                records.len()
+            );
+            self.fail(now, "decision_per_ejection", detail);
+        }
         // The reload (if any) was this step's event; later publishes are ordinary.
         self.reload_pending = false;
         if decision_log_len > self.policy.decision_log_capacity {
@@ -533,6 +564,21 @@ impl Checker {
             self.fail(now, "preferred_tier", detail);
             // Report a stuck split once per failback window, not on every step.
             self.tier0_short_at = Some(now);
+        }
+    }
+
+    /// An operator command's step must carry exactly one decision record (the
+    /// controller documents one record per operator action, split change or not; when
+    /// the command moves traffic the record has the kind of the move, e.g.
+    /// `failback_aborted`, and names the operator in its trigger).
+    pub fn on_operator_step(&mut self, now: Instant, actions: &[Action]) {
+        let records = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Decision(_)))
+            .count();
+        if records != 1 {
+            let detail = format!("operator command produced {records} decision records");
+            self.fail(now, "decision_per_operator", detail);
         }
     }
 

@@ -492,11 +492,18 @@ impl Sim {
             UPSTREAM,
             &format!("{command:?} by {actor}"),
         );
-        self.apply(Event::Operator {
-            upstream: UPSTREAM.into(),
-            command,
-            actor: actor.into(),
-        });
+        let mut out = Vec::new();
+        self.controller.apply(
+            self.now,
+            Event::Operator {
+                upstream: UPSTREAM.into(),
+                command,
+                actor: actor.into(),
+            },
+            &mut out,
+        );
+        self.checker.on_operator_step(self.now, &out);
+        self.after_controller(out);
     }
 
     /// Replaces the configuration now (base or reloaded variant of the world).
