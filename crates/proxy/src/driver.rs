@@ -345,3 +345,79 @@ pub async fn run(core: Arc<Core>, mut events: mpsc::Receiver<Event>, shutdown: A
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::topology::{TargetSpec, UpstreamSpec};
+
+    #[tokio::test(start_paused = true)]
+    async fn clock_maps_tokio_time_to_core_milliseconds() {
+        let clock = Clock::start();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(clock.now(), sluice_core::Instant::from_millis(1500));
+        let later = clock.to_tokio(sluice_core::Instant::from_millis(2000));
+        assert_eq!(clock.at(later), sluice_core::Instant::from_millis(2000));
+    }
+
+    fn spec(name: &str, ports: &[u16]) -> UpstreamSpec {
+        UpstreamSpec {
+            id: format!("id-{name}"),
+            name: Arc::from(name),
+            algorithm: Default::default(),
+            hash_on: Default::default(),
+            hash_fallback: Default::default(),
+            slots: 10_000,
+            host_header: None,
+            healthchecks: Default::default(),
+            failover: Default::default(),
+            targets: ports
+                .iter()
+                .enumerate()
+                .map(|(i, port)| TargetSpec {
+                    id: format!("t{i}"),
+                    target: format!("127.0.0.1:{port}"),
+                    host: "127.0.0.1".into(),
+                    port: *port,
+                    weight: 100,
+                    region: Arc::from("default"),
+                    tier: 0,
+                    tags: Vec::new(),
+                })
+                .collect(),
+            tags: Vec::new(),
+        }
+    }
+
+    /// Topology in, snapshots out: no sockets, so the paused clock is safe here.
+    #[tokio::test(start_paused = true)]
+    async fn topology_changes_publish_and_remove_snapshots() {
+        let slots = Arc::new(Slots::default());
+        let (core, _events) = Core::new(
+            Clock::start(),
+            slots.clone(),
+            Arc::new(Metrics::new()),
+            Arc::new(Dns::from_system()),
+        );
+        let first = spec("pool", &[9001, 9002]);
+        let other = spec("other", &[9003]);
+        slots.ensure(&first);
+        slots.ensure(&other);
+        core.apply(Event::TopologyReplaced {
+            upstreams: vec![first.clone(), other],
+        });
+        let snapshots = slots.snapshots();
+        assert_eq!(snapshots.len(), 2);
+        let pool = snapshots.iter().find(|s| &*s.name == "pool").unwrap();
+        assert_eq!(pool.addresses.len(), 2, "both IP targets published");
+        assert!(pool.version > 0);
+
+        core.apply(Event::TopologyReplaced {
+            upstreams: vec![spec("pool", &[9001])],
+        });
+        let snapshots = slots.snapshots();
+        assert_eq!(snapshots.len(), 1, "the removed upstream's slot is gone");
+        assert_eq!(snapshots[0].addresses.len(), 1);
+        assert!(snapshots[0].version > pool.version, "versions only grow");
+    }
+}
