@@ -215,6 +215,35 @@ fn hash_key(
     from(&up.hash_on).or_else(|| from(&up.hash_fallback))
 }
 
+/// Kong's sticky cookie: with `hash_on: cookie` and no cookie on the request, Kong makes
+/// up a value, hashes on it and sets the cookie on the response so the client sticks to
+/// the address from its next request on. Returns the key hash and the `Set-Cookie`.
+fn new_sticky_cookie(up: &UpstreamRuntime, headers: &HeaderMap) -> Option<(u64, HeaderValue)> {
+    let HashOn::Cookie { name, path } = &up.hash_on else {
+        return None;
+    };
+    if !up.consistent_hashing {
+        return None;
+    }
+    let present = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(k, _)| k == name);
+    if present {
+        return None;
+    }
+    let value = ids::request_id_header(ids::new_request_id());
+    let cookie = format!("{name}={}; Path={path}", value.to_str().unwrap_or_default());
+    let header = HeaderValue::from_str(&cookie).ok()?;
+    Some((
+        sluice_core::balance::hash::hash_key(value.as_bytes()),
+        header,
+    ))
+}
+
 /// Handle one client request.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -313,9 +342,15 @@ pub async fn handle(
             record,
         ));
     };
-    let hash = upstream_rt
+    let sticky = upstream_rt
         .as_deref()
-        .and_then(|up| hash_key(up, conn.remote, &parts.headers, &parts.uri, &matched));
+        .and_then(|up| new_sticky_cookie(up, &parts.headers));
+    let hash = match &sticky {
+        Some((key, _)) => Some(*key),
+        None => upstream_rt
+            .as_deref()
+            .and_then(|up| hash_key(up, conn.remote, &parts.headers, &parts.uri, &matched)),
+    };
     let hedge_after = info.hedge_after;
     let retry_on_status = info.retry_on_status.clone();
     let preserve_host = info.preserve_host;
@@ -447,6 +482,9 @@ pub async fn handle(
                 .headers
                 .insert(PROXY_LATENCY.clone(), millis_header(proxy_latency));
             parts.headers.insert(REQUEST_ID.clone(), request_id);
+            if let Some((_, cookie)) = sticky {
+                parts.headers.append(header::SET_COOKIE, cookie);
+            }
             record.status = parts.status.as_u16();
             record.source = ResponseSource::Upstream;
             record.upstream_latency = Some(upstream_latency);

@@ -668,12 +668,12 @@ fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         // IPv6 literal: keep the brackets, drop the port after them.
         match rest.find(']') {
-            Some(end) => &host[..end + 2],
+            Some(end) => host.get(..end + 2).unwrap_or(host),
             None => host,
         }
     } else {
         match host.rfind(':') {
-            Some(colon) => &host[..colon],
+            Some(colon) => host.get(..colon).unwrap_or(host),
             None => host,
         }
     };

@@ -282,3 +282,51 @@ services:
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn consistent_hashing_sticks_with_kongs_generated_cookie() {
+    let a = Backend::start("a", Behavior::Ok).await;
+    let b = Backend::start("b", Behavior::Ok).await;
+    let c = Backend::start("c", Behavior::Ok).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    host: pool
+    routes: [{{ name: r, paths: ["/"] }}]
+upstreams:
+  - name: pool
+    algorithm: consistent-hashing
+    hash_on: cookie
+    hash_on_cookie: sticky
+    hash_on_cookie_path: /
+    targets:
+      - target: {a}
+      - target: {b}
+      - target: {c}
+"#,
+        a = a.addr,
+        b = b.addr,
+        c = c.addr
+    );
+    let gw = gateway(&yaml).await;
+    let first = send(&gw, "GET", "x", "/", &[], "").await;
+    assert_eq!(first.status, 200);
+    let set_cookie = first.header("set-cookie").to_owned();
+    assert!(
+        set_cookie.starts_with("sticky=") && set_cookie.ends_with("; Path=/"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap_or("").to_owned();
+    for _ in 0..12 {
+        let reply = send(&gw, "GET", "x", "/", &[("cookie", &cookie)], "").await;
+        assert_eq!(reply.body, first.body, "the cookie pins the address");
+        assert_eq!(
+            reply.header("set-cookie"),
+            "",
+            "no new cookie once the client has one"
+        );
+    }
+    gw.shutdown().await;
+}
