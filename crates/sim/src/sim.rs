@@ -126,15 +126,18 @@ impl SimConfig {
         let mut config_rng = Rng::new(seed, Stream::Config);
         let mut layout = Layout::two_regions(config_rng.between(2, 4) as u32);
         // A third tier in a third of the runs exercises spill across more than two tiers.
-        if config_rng.chance(1.0 / 3.0) {
-            let mut third = layout.regions[1].clone();
+        if config_rng.chance(1.0 / 3.0)
+            && let Some(mut third) = layout.regions.last().cloned()
+        {
             third.name = "us-east".into();
             third.tier = 2;
             third.rtt_ms = 80;
             layout.regions.push(third);
         }
-        if config_rng.chance(0.5) {
-            layout.regions[0].hostname_targets = 1;
+        if config_rng.chance(0.5)
+            && let Some(home) = layout.regions.first_mut()
+        {
+            home.hostname_targets = 1;
         }
         layout.spare_target = true;
         let mut settings = Settings::baseline();
