@@ -607,3 +607,37 @@ fn operator_drain_during_failover_is_obeyed() {
     );
     assert_live(&mut sim);
 }
+
+/// Goal: a DNS outage for a hostname target keeps its last good addresses in rotation
+/// (stale beats empty) and moves no traffic.
+///
+/// Method: eu-west has three IP targets and one hostname target resolving to two
+/// addresses (TTL 5 s); its DNS answers fail from 60 s to 200 s. The addresses must stay
+/// in the snapshot and keep serving, with no decision and no client error.
+#[test]
+fn dns_failure_keeps_stale_addresses_serving() {
+    let mut layout = Layout::two_regions(3);
+    layout.regions[0].hostname_targets = 1;
+    let config = SimConfig::scripted(
+        SEED,
+        layout,
+        vec![fault(FaultKind::DnsFailure { target: 3 }, 60, 200)],
+        Duration::from_secs(200),
+    );
+    let mut sim = Sim::new(config);
+    sim.run_until(secs(61));
+    let before = sim.stats().clone();
+    sim.run_until(secs(200));
+    let outage = sim.stats().since(&before);
+    let hostname_addresses = sim.world().targets[3].addresses.clone();
+    for address in &hostname_addresses {
+        assert!(
+            outage.attempts_to(*address) > 1_000,
+            "{address} kept serving: {outage:?}\n{}",
+            explain(&sim)
+        );
+    }
+    assert!(sim.decisions().is_empty(), "{}", explain(&sim));
+    assert_eq!(outage.client_errors, 0);
+    assert_live(&mut sim);
+}
