@@ -533,7 +533,13 @@ impl Loop<'_, '_> {
             Ok((response, lease)) => {
                 let status = response.status().as_u16();
                 if let Some(load) = &chosen.load {
-                    balance::ewma::observe(load, latency, self.cx.clock.now());
+                    // A fast 5xx is a failure, not a fast answer (gray failures must not
+                    // attract traffic under the latency balancer).
+                    if status >= 500 {
+                        balance::ewma::observe_failure(load, latency, self.cx.clock.now());
+                    } else {
+                        balance::ewma::observe(load, latency, self.cx.clock.now());
+                    }
                 }
                 (
                     TryOutcome::Status(status),
@@ -552,6 +558,10 @@ impl Loop<'_, '_> {
             }
             Err(AttemptError::Upstream(failure)) => {
                 drop(in_flight);
+                // A target that fails fast must not look fast to the latency balancer.
+                if let Some(load) = &chosen.load {
+                    balance::ewma::observe_failure(load, latency, self.cx.clock.now());
+                }
                 let (outcome, _, _) = failure_outcome(failure);
                 if outcome == TryOutcome::Timeout {
                     self.report.try_timeouts += 1;
