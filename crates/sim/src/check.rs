@@ -37,6 +37,8 @@
 //!     failover is such a drop).
 //! 12. `switches_per_window`: at most one failback start per `failback_hold_down`
 //!     (region switches are damped).
+//! 13. `ejection_cap`: when an address is ejected, its tier shows no more ejected
+//!     addresses than `outlier::max_ejected(members, max_ejected_share)`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -81,6 +83,8 @@ pub struct CheckPolicy {
     pub retry_min_per_sec: u32,
     pub retry_window: Duration,
     pub decision_log_capacity: usize,
+    /// Outlier ejection's cap on the share of a tier ejected at once.
+    pub max_ejected_share: f64,
 }
 
 /// A split as comparable data: (tier, ppm) for every tier with a non-zero share. Zero
@@ -248,8 +252,9 @@ impl Checker {
         for action in actions {
             match action {
                 Action::Publish(snapshot) => {
-                    if let Some(last) = &self.last {
-                        newly_ejected += newly_ejected_count(last, snapshot);
+                    if let Some(last) = self.last.clone() {
+                        newly_ejected += newly_ejected_count(&last, snapshot);
+                        self.check_ejection_cap(now, &last, snapshot);
                     }
                     let previous = self.last.as_ref().map(|s| snapshot_split(s));
                     self.check_snapshot(now, snapshot);
@@ -348,6 +353,51 @@ impl Checker {
         }
         for problem in problems {
             self.fail(now, "snapshot_shape", problem);
+        }
+    }
+
+    /// When an address goes from available to ejected, its tier may show at most
+    /// `max_ejected(members)` ejected addresses. Checked at the ejection, because a
+    /// reload that removes a target can legitimately leave more ejected than a smaller
+    /// tier would allow (ejections are not undone by a reload). The snapshot shows only
+    /// the most fundamental reason, so the visible count is a lower bound of the real one.
+    fn check_ejection_cap(
+        &mut self,
+        now: Instant,
+        before: &UpstreamSnapshot,
+        after: &UpstreamSnapshot,
+    ) {
+        for tier in &after.tiers {
+            let members: Vec<&sluice_core::snapshot::AddressView> = tier
+                .members
+                .iter()
+                .filter_map(|&m| after.addresses.get(m as usize))
+                .collect();
+            let is_ejected = |a: &sluice_core::snapshot::AddressView| {
+                matches!(a.unavailable, Some(Unavailable::Ejected { .. }))
+            };
+            let new_ejection = members.iter().any(|a| {
+                is_ejected(a)
+                    && before
+                        .addresses
+                        .iter()
+                        .any(|b| b.key == a.key && b.unavailable.is_none())
+            });
+            if !new_ejection {
+                continue;
+            }
+            let ejected = members.iter().filter(|a| is_ejected(a)).count();
+            let cap =
+                sluice_core::outlier::max_ejected(members.len(), self.policy.max_ejected_share);
+            if ejected > cap {
+                let detail = format!(
+                    "tier {} has {ejected} of {} addresses ejected, cap {cap} (share {})",
+                    tier.tier,
+                    members.len(),
+                    self.policy.max_ejected_share
+                );
+                self.fail(now, "ejection_cap", detail);
+            }
         }
     }
 
@@ -766,6 +816,7 @@ mod tests {
             retry_min_per_sec: 10,
             retry_window: Duration::from_secs(10),
             decision_log_capacity: 4,
+            max_ejected_share: 0.5,
         };
         Checker::new(policy, (0..3).map(|n| (addr(0, n), 100)).collect())
     }
@@ -998,6 +1049,34 @@ mod tests {
         let panic = snapshot(2, [PPM, 0], &[(0, 1)], Mode::Panic);
         c.on_pick(at(0), &panic, &pick(1, true), &[], &[]);
         assert!(c.violations().is_empty());
+    }
+
+    #[test]
+    fn catches_ejections_beyond_the_cap_and_missing_records() {
+        let eject = |version, ejected: &[usize]| {
+            let mut snap = (*snapshot(version, [PPM, 0], &[], Mode::Normal)).clone();
+            for &index in ejected {
+                snap.addresses[index].unavailable = Some(Unavailable::Ejected { until_ms: 99 });
+                snap.addresses[index].effective_weight = 0;
+            }
+            Arc::new(snap)
+        };
+        let mut c = checker();
+        c.after_step(at(0), &[Action::Publish(eject(1, &[]))], 0);
+        let one = record(DecisionKind::Ejection, [PPM, 0], [PPM, 0]);
+        let found = c.after_step(
+            at(1),
+            &[Action::Publish(eject(2, &[0])), Action::Decision(one)],
+            1,
+        );
+        assert!(
+            found.is_empty(),
+            "one of three is within the 50% cap: {found:?}"
+        );
+        // A second ejection in the same tier breaks the cap (floor(3 × 0.5) = 1), and
+        // comes without its decision record.
+        let found = c.after_step(at(2), &[Action::Publish(eject(3, &[0, 1]))], 1);
+        assert_eq!(names(&found), ["ejection_cap", "decision_per_ejection"]);
     }
 
     #[test]

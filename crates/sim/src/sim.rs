@@ -1138,6 +1138,7 @@ fn check_policy(settings: &Settings) -> CheckPolicy {
         retry_min_per_sec: budget.min_per_sec,
         retry_window: budget.window,
         decision_log_capacity: sluice_core::decision::DecisionLog::DEFAULT_CAPACITY,
+        max_ejected_share: failover.outlier.max_ejected_share,
     }
 }
 
