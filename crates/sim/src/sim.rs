@@ -190,35 +190,40 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The difference `self - earlier`, for statistics over a window of the run.
+    /// The difference `self - earlier`, for statistics over a window of the run
+    /// (saturating: a reversed call gives zeros, not a panic).
     pub fn since(&self, earlier: &Stats) -> Stats {
         fn diff<K: Ord + Clone>(a: &BTreeMap<K, u64>, b: &BTreeMap<K, u64>) -> BTreeMap<K, u64> {
             a.iter()
-                .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0)))
+                .map(|(k, v)| (k.clone(), v.saturating_sub(b.get(k).copied().unwrap_or(0))))
                 .filter(|(_, v)| *v > 0)
                 .collect()
         }
         Stats {
-            requests: self.requests - earlier.requests,
-            client_ok: self.client_ok - earlier.client_ok,
-            client_errors: self.client_errors - earlier.client_errors,
+            requests: self.requests.saturating_sub(earlier.requests),
+            client_ok: self.client_ok.saturating_sub(earlier.client_ok),
+            client_errors: self.client_errors.saturating_sub(earlier.client_errors),
             client_errors_by_status: diff(
                 &self.client_errors_by_status,
                 &earlier.client_errors_by_status,
             ),
-            attempts: self.attempts - earlier.attempts,
-            retries: self.retries - earlier.retries,
-            retries_crossing_tier: self.retries_crossing_tier - earlier.retries_crossing_tier,
-            retries_denied: self.retries_denied - earlier.retries_denied,
+            attempts: self.attempts.saturating_sub(earlier.attempts),
+            retries: self.retries.saturating_sub(earlier.retries),
+            retries_crossing_tier: self
+                .retries_crossing_tier
+                .saturating_sub(earlier.retries_crossing_tier),
+            retries_denied: self.retries_denied.saturating_sub(earlier.retries_denied),
             attempts_by_address: diff(&self.attempts_by_address, &earlier.attempts_by_address),
             attempts_by_tier: diff(&self.attempts_by_tier, &earlier.attempts_by_tier),
             first_attempts_by_tier: diff(
                 &self.first_attempts_by_tier,
                 &earlier.first_attempts_by_tier,
             ),
-            probes: self.probes - earlier.probes,
+            probes: self.probes.saturating_sub(earlier.probes),
             decisions_by_kind: diff(&self.decisions_by_kind, &earlier.decisions_by_kind),
-            client_latency_ms_total: self.client_latency_ms_total - earlier.client_latency_ms_total,
+            client_latency_ms_total: self
+                .client_latency_ms_total
+                .saturating_sub(earlier.client_latency_ms_total),
         }
     }
 
