@@ -169,8 +169,13 @@ impl Gateway {
             stats: Stats::default(),
         });
         let stop_driver = Arc::new(Notify::new());
-        let driver = tokio::spawn(driver::run(core, events, stop_driver.clone()));
         let (stop_servers, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::warm::run(
+            core.clone(),
+            shared.pool.clone(),
+            stop_rx.clone(),
+        ));
+        let driver = tokio::spawn(driver::run(core, events, stop_driver.clone()));
         let servers = listeners
             .into_iter()
             .map(|listener| {

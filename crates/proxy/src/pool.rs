@@ -172,6 +172,43 @@ impl Pool {
         }
     }
 
+    /// Warm standby: make sure `addr` has an idle connection that will still be fresh at
+    /// the next call (`horizon` from now), opening one if not. Returns true when it opened
+    /// one. A failed connect is not an error here: probes and passive checks judge health.
+    pub async fn keep_warm(
+        &self,
+        addr: SocketAddr,
+        horizon: Duration,
+        connect_timeout: Duration,
+    ) -> bool {
+        if self.has_idle_fresh_until(addr, horizon) {
+            return false;
+        }
+        match self.connect(addr, connect_timeout).await {
+            Ok(conn) => {
+                self.checkin(addr, conn.sender);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether an idle connection to `addr` will still be within `IDLE_TIMEOUT` after
+    /// `horizon`.
+    fn has_idle_fresh_until(&self, addr: SocketAddr, horizon: Duration) -> bool {
+        let now = Instant::now();
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        idle.get(&addr).is_some_and(|list| {
+            list.iter().any(|e| {
+                !e.sender.is_closed()
+                    && now.saturating_duration_since(e.since) + horizon < IDLE_TIMEOUT
+            })
+        })
+    }
+
     /// Idle connections currently pooled for `addr` (for tests and status).
     pub fn idle_count(&self, addr: SocketAddr) -> usize {
         let idle = self

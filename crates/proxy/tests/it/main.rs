@@ -11,3 +11,4 @@ mod retries;
 mod robustness;
 mod routing;
 mod shutdown;
+mod warm;
