@@ -107,7 +107,7 @@ pub struct Core {
     results: mpsc::Sender<Event>,
     wake: Notify,
     probe_limits: Mutex<HashMap<Arc<str>, ProbeLimit>>,
-    /// Upstreams whose probe type was downgraded to a TCP connect (logged once each).
+    /// Upstreams whose gRPC probe type was downgraded to a TCP connect (logged once each).
     downgraded: Mutex<Vec<Arc<str>>>,
 }
 
@@ -271,14 +271,13 @@ impl Core {
         check: Arc<sluice_core::topology::ActiveHealthCheck>,
         host_header: Option<String>,
     ) {
-        use sluice_core::topology::ProbeType;
-        if !matches!(check.probe_type, ProbeType::Http | ProbeType::Tcp) {
+        if probe::falls_back_to_tcp(check.probe_type) {
             let mut downgraded = self.downgraded.lock().unwrap_or_else(|p| p.into_inner());
             if !downgraded.contains(&upstream) {
                 tracing::warn!(
                     %upstream,
                     probe_type = ?check.probe_type,
-                    "active probes of this type need TLS/HTTP2 in the prober, which this build lacks; probing with a TCP connect instead"
+                    "gRPC active probes are implemented by neither Kong nor Sluice; probing with a TCP connect instead (a reachable port counts as healthy)"
                 );
                 downgraded.push(upstream.clone());
             }

@@ -24,6 +24,7 @@ pub mod record;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod warm;
 
 pub use error::{ErrorKind, ProxyError};

@@ -1,54 +1,124 @@
-//! Active health probes (Kong's `healthchecks.active`).
+//! Active health probes (Kong's `healthchecks.active`), classified as
+//! lua-resty-healthcheck classifies them so Kong-tuned thresholds mean the same here.
 //!
-//! `http`: connect, send `GET <http_path> HTTP/1.0` with the configured headers and
-//! `Host` = the upstream's `host_header` or the target host, and read only the status
-//! line, as lua-resty-healthcheck does. `tcp`: a successful connect is a success.
-//! `https`/`grpc`/`grpcs` need TLS or HTTP/2 in the prober, which this build does not
-//! have: they are reported as TCP connects (a reachable port counts as healthy) and the
-//! driver logs that once per upstream. The whole probe is bounded by `timeout`.
+//! - `http`: connect, send `GET <http_path> HTTP/1.0` with the configured headers and
+//!   `Host` = the upstream's `host_header` or the target host, and read only the status
+//!   line.
+//! - `https`: the same request inside TLS. SNI (and the name the certificate must carry
+//!   when verifying) is `https_sni`, else the `Host` value without its port, else the
+//!   target's hostname; `https_verify_certificate: false` accepts any certificate (see
+//!   [`crate::tls`] for why Kong offers that). The TLS configurations are built once per
+//!   process and shared, not per probe.
+//! - `tcp`: a successful connect is a success.
+//! - `grpc`/`grpcs`: Kong's schema accepts them but its health checker implements only
+//!   http, https and tcp. Sluice probes such targets with a TCP connect (a reachable port
+//!   counts as healthy); the config check warns about it and the driver logs it once per
+//!   upstream ([`falls_back_to_tcp`]).
+//!
+//! Outcomes, per Kong: a connect that does not finish in time is a `Timeout`, a refused
+//! one a `TcpFailure`; **any** failed TLS handshake — a rejected certificate, a protocol
+//! mismatch, or one that does not finish in time — is a `TcpFailure`; a send or status
+//! read that does not finish in time is a `Timeout`, one that errors a `TcpFailure`.
+//! Kong's `timeout` bounds each socket operation; here it bounds the whole probe (one
+//! deadline shared by every step), so a probe never outlives its interval budget.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use sluice_core::event::ProbeOutcome;
 use sluice_core::topology::{ActiveHealthCheck, ProbeType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+
+use crate::tls;
 
 /// Longest status line accepted. `HTTP/1.1 200 OK\r\n` is 17 bytes; 1 KiB leaves room
 /// for any reason phrase and stops a misbehaving peer from streaming bytes at the prober.
 const MAX_STATUS_LINE: usize = 1024;
 
-/// Run one probe against `addr`.
+/// Whether `probe_type` is probed with a bare TCP connect although Kong's schema names a
+/// richer protocol (gRPC health checking is implemented by neither Kong nor Sluice).
+pub fn falls_back_to_tcp(probe_type: ProbeType) -> bool {
+    matches!(probe_type, ProbeType::Grpc | ProbeType::Grpcs)
+}
+
+/// Run one probe against `addr`. `host_header` is the `Host` value to send (the
+/// upstream's `host_header`, else the target's host, possibly with a port).
 pub async fn probe(addr: SocketAddr, check: &ActiveHealthCheck, host_header: &str) -> ProbeOutcome {
-    match tokio::time::timeout(
-        effective_timeout(check),
-        probe_inner(addr, check, host_header),
-    )
-    .await
-    {
-        Ok(outcome) => outcome,
-        Err(_) => ProbeOutcome::Timeout,
+    let deadline = Instant::now() + effective_timeout(check);
+    let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
+        Err(_) => return ProbeOutcome::Timeout,
+        Ok(Err(_)) => return ProbeOutcome::TcpFailure,
+        Ok(Ok(stream)) => stream,
+    };
+    match check.probe_type {
+        ProbeType::Tcp | ProbeType::Grpc | ProbeType::Grpcs => ProbeOutcome::TcpSuccess,
+        ProbeType::Http => {
+            let _ = stream.set_nodelay(true);
+            exchange(stream, deadline, &build_request(check, host_header)).await
+        }
+        ProbeType::Https => {
+            let _ = stream.set_nodelay(true);
+            let sni = check
+                .https_sni
+                .as_deref()
+                .unwrap_or_else(|| host_without_port(host_header));
+            let Ok(connector) = tls::connector(check.https_verify_certificate, sni).await else {
+                // A name rustls cannot present fails the handshake before it starts.
+                return ProbeOutcome::TcpFailure;
+            };
+            let tls_stream = match timeout_at(deadline, connector.connect(stream)).await {
+                Ok(Ok(tls_stream)) => tls_stream,
+                // Kong reports every failed `sslhandshake`, timeouts included, as a tcp
+                // failure.
+                Ok(Err(_)) | Err(_) => return ProbeOutcome::TcpFailure,
+            };
+            exchange(tls_stream, deadline, &build_request(check, host_header)).await
+        }
     }
 }
 
-async fn probe_inner(
-    addr: SocketAddr,
-    check: &ActiveHealthCheck,
-    host_header: &str,
-) -> ProbeOutcome {
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
-        return ProbeOutcome::TcpFailure;
-    };
-    if !matches!(check.probe_type, ProbeType::Http) {
-        return ProbeOutcome::TcpSuccess;
+/// Send `request`, then read and classify the status line, all before `deadline`.
+async fn exchange<S>(mut stream: S, deadline: Instant, request: &str) -> ProbeOutcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match timeout_at(deadline, stream.write_all(request.as_bytes())).await {
+        Err(_) => return ProbeOutcome::Timeout,
+        Ok(Err(_)) => return ProbeOutcome::TcpFailure,
+        Ok(Ok(())) => {}
     }
-    let _ = stream.set_nodelay(true);
-    let request = build_request(check, host_header);
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return ProbeOutcome::TcpFailure;
+    // TLS buffers the request; flushing pushes it onto the socket.
+    match timeout_at(deadline, stream.flush()).await {
+        Err(_) => return ProbeOutcome::Timeout,
+        Ok(Err(_)) => return ProbeOutcome::TcpFailure,
+        Ok(Ok(())) => {}
     }
-    read_status(&mut stream).await
+    timeout_at(deadline, read_status(&mut stream))
+        .await
+        .unwrap_or(ProbeOutcome::Timeout)
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` → the host part (brackets kept; the TLS
+/// layer strips them). A value that does not look like `host:port` is returned whole.
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => host.get(..=end).unwrap_or(host),
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        _ => host,
+    }
 }
 
 fn build_request(check: &ActiveHealthCheck, host_header: &str) -> String {
@@ -75,7 +145,7 @@ fn build_request(check: &ActiveHealthCheck, host_header: &str) -> String {
     request
 }
 
-async fn read_status(stream: &mut TcpStream) -> ProbeOutcome {
+async fn read_status<S: AsyncRead + Unpin>(stream: &mut S) -> ProbeOutcome {
     let mut buf = [0u8; MAX_STATUS_LINE];
     let mut len = 0;
     loop {
@@ -137,6 +207,30 @@ mod tests {
             ProbeOutcome::TcpFailure
         );
         assert_eq!(parse_status(b""), ProbeOutcome::TcpFailure);
+    }
+
+    #[test]
+    fn ports_are_stripped_from_host_values() {
+        assert_eq!(host_without_port("api.internal:8080"), "api.internal");
+        assert_eq!(host_without_port("api.internal"), "api.internal");
+        assert_eq!(host_without_port("10.0.0.1:443"), "10.0.0.1");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+        assert_eq!(
+            host_without_port("::1"),
+            "::1",
+            "bare IPv6 is not host:port"
+        );
+        assert_eq!(host_without_port("odd:"), "odd:");
+    }
+
+    #[test]
+    fn only_grpc_types_fall_back_to_tcp() {
+        assert!(falls_back_to_tcp(ProbeType::Grpc));
+        assert!(falls_back_to_tcp(ProbeType::Grpcs));
+        assert!(!falls_back_to_tcp(ProbeType::Https));
+        assert!(!falls_back_to_tcp(ProbeType::Http));
+        assert!(!falls_back_to_tcp(ProbeType::Tcp));
     }
 
     #[test]
