@@ -299,7 +299,8 @@ enum SimEvent {
 #[derive(Debug)]
 struct Request {
     started: Instant,
-    /// The snapshot the request loaded when it started; all its picks use it.
+    /// The snapshot the request loaded when it started; all its picks use it (with
+    /// [`RetrySnapshot::Latest`], the newest one as of its latest retry).
     snapshot: Arc<UpstreamSnapshot>,
     /// When `snapshot` was loaded: a drain after it is not visible to this request,
     /// exactly as in the proxy.
@@ -365,14 +366,9 @@ impl Sim {
             check_policy(settings),
             tier0_expected(&world, settings, false),
         );
-        let log = TransitionLog::new(
-            config.log_level,
-            if config.log_level == LogLevel::Full {
-                usize::MAX
-            } else {
-                DEFAULT_LOG_CAPACITY
-            },
-        );
+        // Full mode streams every line to stdout as it is written; the kept tail is the
+        // same bounded one in both modes, so memory stays flat however long the run.
+        let log = TransitionLog::new(config.log_level, DEFAULT_LOG_CAPACITY);
         let mut sim = Sim {
             traffic: Rng::new(config.seed, Stream::Traffic),
             world_rng: Rng::new(config.seed, Stream::World),
