@@ -4,8 +4,10 @@
 
 mod support;
 
+mod dns;
 mod errors;
 mod health;
+mod probes_tls;
 mod reload;
 mod retries;
 mod robustness;
