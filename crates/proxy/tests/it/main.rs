@@ -4,7 +4,6 @@
 
 mod support;
 
-mod dns;
 mod errors;
 mod health;
 mod probes_tls;
