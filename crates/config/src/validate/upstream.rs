@@ -359,8 +359,11 @@ pub(super) fn healthchecks(sink: &mut Sink, raw: &RawHealthchecks) -> HealthChec
         sink.warning(
             &t.path,
             t.pos,
-            format!("active probes of type {} are not implemented", t.value),
-            "Kong's health checker does not implement gRPC probes either; use type: http against an HTTP health endpoint, or tcp",
+            format!(
+                "active probes of type {} are not implemented; Sluice probes these targets with a TCP connect, so a reachable port counts as healthy",
+                t.value
+            ),
+            "Kong's health checker does not implement gRPC probes either; use type: http or https against an HTTP health endpoint, or tcp to say what is checked",
         );
     }
     if let Some(p) = passive {
