@@ -7,6 +7,11 @@
 //! SRV weight of 0 counts as 1 and an SRV port of 0 means the target's port; every A/AAAA
 //! address gets the target's full weight. A failed refresh keeps serving the previous
 //! answer (Kong's `dns_stale_ttl`), so a DNS outage does not become a traffic outage.
+//!
+//! The nameservers come from the system configuration by default, or from an explicit
+//! list (Kong's `dns_resolver`, Sluice's `--dns-resolver`), see [`Dns::new`]. Either
+//! way hickory's answer cache honours record TTLs, so a re-resolution the controller
+//! schedules at TTL expiry sees the new record.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use sluice_core::event::ResolvedAddress;
 use tokio::time::Instant;
@@ -25,6 +32,14 @@ const SERVICE_MIN_TTL: Duration = Duration::from_secs(1);
 /// Upper bound on caching a service answer, whatever its TTL says, so a changed record
 /// is seen within five minutes (the controller's bound for targets).
 const SERVICE_MAX_TTL: Duration = Duration::from_secs(300);
+
+/// Per-query timeout against explicitly configured nameservers. Those are named by the
+/// operator and usually close (a local cache or a sidecar), so two seconds is generous;
+/// hickory's five-second default would hold a refresh for 15 s against a dead server.
+const EXPLICIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Tries per query against explicit nameservers: one retry covers a lost UDP datagram;
+/// more only delays the controller's own retry (30 s, Kong's `REQUERY_INTERVAL`).
+const EXPLICIT_ATTEMPTS: usize = 2;
 
 /// A resolved answer: addresses and the time to live of the answer.
 #[derive(Debug, Clone)]
@@ -54,6 +69,47 @@ impl std::fmt::Debug for Dns {
 }
 
 impl Dns {
+    /// The resolver Sluice runs with: the system configuration when `nameservers` is
+    /// empty, else exactly those servers (Kong's `dns_resolver`).
+    pub fn new(nameservers: &[SocketAddr]) -> Dns {
+        if nameservers.is_empty() {
+            Dns::from_system()
+        } else {
+            Dns::with_nameservers(nameservers)
+        }
+    }
+
+    /// A resolver asking only `nameservers` (UDP, falling back to TCP for truncated
+    /// answers), in order. Search domains of the system configuration do not apply: a
+    /// target name is looked up as written. `/etc/hosts` is still consulted first, as
+    /// Kong does.
+    pub fn with_nameservers(nameservers: &[SocketAddr]) -> Dns {
+        let servers = nameservers
+            .iter()
+            .map(|server| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = server.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = server.port();
+                NameServerConfig::new(server.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let mut builder = TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        );
+        let options = builder.options_mut();
+        options.timeout = EXPLICIT_TIMEOUT;
+        options.attempts = EXPLICIT_ATTEMPTS;
+        let resolver = builder
+            .build()
+            .map_err(|e| format!("DNS resolver for {nameservers:?} could not be built: {e}"));
+        Dns {
+            resolver,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// A resolver from the system configuration (`/etc/resolv.conf`, `/etc/hosts`). If
     /// the system configuration cannot be read, every lookup fails with that reason
     /// (IP targets and IP services keep working).

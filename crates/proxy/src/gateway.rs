@@ -46,6 +46,9 @@ pub struct GatewayOptions {
     pub access_log: bool,
     /// Metrics registry to feed; a fresh one when `None`.
     pub metrics: Option<Arc<Metrics>>,
+    /// Nameservers for hostname targets and services (Kong's `dns_resolver`); empty =
+    /// the system configuration (`/etc/resolv.conf`).
+    pub dns_resolvers: Vec<SocketAddr>,
 }
 
 impl Default for GatewayOptions {
@@ -58,6 +61,7 @@ impl Default for GatewayOptions {
             max_request_body: None,
             access_log: false,
             metrics: None,
+            dns_resolvers: Vec::new(),
         }
     }
 }
@@ -133,7 +137,7 @@ impl Gateway {
             Clock::start(),
             slots,
             metrics.clone(),
-            Arc::new(Dns::from_system()),
+            Arc::new(Dns::new(&options.dns_resolvers)),
         );
         core.apply(Event::TopologyReplaced {
             upstreams: config.upstreams.clone(),

@@ -39,6 +39,17 @@ enum Command {
         listen: ListenArgs,
         #[command(flatten)]
         log: LogArgs,
+        /// Nameserver for hostname targets and services, `IP` or `IP:PORT` (port 53 by
+        /// default); repeat for more, tried in order. Kong's `dns_resolver`. Without it
+        /// the system configuration (`/etc/resolv.conf`) is used.
+        #[arg(
+            long = "dns-resolver",
+            value_name = "IP[:PORT]",
+            env = "SLUICE_DNS_RESOLVER",
+            value_delimiter = ',',
+            value_parser = parse_nameserver
+        )]
+        dns_resolver: Vec<SocketAddr>,
     },
     /// Validate a configuration file. Exit code 0: valid, 1: invalid, 2: unreadable.
     Check {
@@ -121,7 +132,8 @@ fn main() -> ExitCode {
             config,
             listen,
             log,
-        } => runtime_main(move || run::run_file(config, listen, log)),
+            dns_resolver,
+        } => runtime_main(move || run::run_file(config, listen, log, dns_resolver)),
         Command::Demo { listen, log } => runtime_main(move || run::run_demo(listen, log)),
         Command::Backend {
             listen,
@@ -131,6 +143,23 @@ fn main() -> ExitCode {
             fault,
         } => runtime_main(move || run::run_backend(listen, service, instance, region, fault)),
     }
+}
+
+/// The standard DNS port, implied when `--dns-resolver` names only an IP (as Kong's
+/// `dns_resolver` does).
+const DNS_PORT: u16 = 53;
+
+/// `IP`, `IP:PORT`, `[IPv6]:PORT` or a bare IPv6 address.
+fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DNS_PORT))
+        .map_err(|_| format!("{text:?} is not a nameserver address (IP or IP:PORT)"))
 }
 
 fn runtime_main<F, Fut>(f: F) -> ExitCode
@@ -189,5 +218,51 @@ fn check(path: &std::path::Path) -> ExitCode {
             eprintln!("{diagnostics}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nameserver_addresses_default_to_port_53() {
+        assert_eq!(
+            parse_nameserver("10.0.0.2"),
+            Ok(SocketAddr::from(([10, 0, 0, 2], 53)))
+        );
+        assert_eq!(
+            parse_nameserver("127.0.0.1:5353"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 5353)))
+        );
+        assert_eq!(parse_nameserver("[::1]:54").map(|a| a.port()), Ok(54));
+        assert_eq!(parse_nameserver("::1").map(|a| a.port()), Ok(53));
+        assert!(parse_nameserver("dns.internal").is_err());
+    }
+
+    #[test]
+    fn run_takes_repeated_and_comma_separated_resolvers() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "run",
+            "--config",
+            "kong.yml",
+            "--dns-resolver",
+            "127.0.0.1:5353",
+            "--dns-resolver",
+            "10.0.0.2,10.0.0.3:54",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::Run { dns_resolver, .. },
+        }) = cli
+        else {
+            panic!("run did not parse: {cli:?}");
+        };
+        let expected: Vec<SocketAddr> = ["127.0.0.1:5353", "10.0.0.2:53", "10.0.0.3:54"]
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        assert_eq!(dns_resolver, expected);
     }
 }

@@ -44,7 +44,12 @@ pub async fn run_backend(
     Ok(())
 }
 
-pub async fn run_file(config: PathBuf, listen: ListenArgs, log: LogArgs) -> anyhow::Result<()> {
+pub async fn run_file(
+    config: PathBuf,
+    listen: ListenArgs,
+    log: LogArgs,
+    dns_resolvers: Vec<SocketAddr>,
+) -> anyhow::Result<()> {
     let log_handle = logging::init(log.log_format, log.log_level.as_deref())?;
     let origin = config.display().to_string();
     let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {origin}"))?;
@@ -58,6 +63,7 @@ pub async fn run_file(config: PathBuf, listen: ListenArgs, log: LogArgs) -> anyh
         admin: listen.admin_listen,
         gui: listen.gui_listen,
         token: listen.admin_token,
+        dns_resolvers,
     };
     serve(
         loaded.config,
@@ -80,6 +86,7 @@ pub async fn run_demo(listen: DemoListenArgs, log: LogArgs) -> anyhow::Result<()
         admin: listen.admin_listen,
         gui: listen.gui_listen,
         token: None,
+        dns_resolvers: Vec::new(),
     };
     println!(
         "Sluice demo: {} backends for {} upstreams (primary and secondary regions) on loopback.",
@@ -103,6 +110,8 @@ struct Listeners {
     admin: SocketAddr,
     gui: SocketAddr,
     token: Option<String>,
+    /// Nameservers for hostname targets (`--dns-resolver`); empty = system configuration.
+    dns_resolvers: Vec<SocketAddr>,
 }
 
 /// Starts the gateway, the Admin API and the status page; reloads on SIGHUP (when the
@@ -128,6 +137,7 @@ async fn serve(
     let options = GatewayOptions {
         listen: vec![listen.proxy],
         access_log: log.access_log,
+        dns_resolvers: listen.dns_resolvers.clone(),
         ..GatewayOptions::default()
     };
     let gateway = Arc::new(Gateway::start(config, options).await?);

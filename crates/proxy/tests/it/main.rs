@@ -4,6 +4,7 @@
 
 mod support;
 
+mod dns;
 mod errors;
 mod health;
 mod probes_tls;

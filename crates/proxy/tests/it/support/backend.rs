@@ -52,7 +52,13 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str, behavior: Behavior) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), name, behavior).await
+    }
+
+    /// A backend on a chosen loopback address, e.g. `127.0.0.2` on another backend's
+    /// port: DNS tests need several A records sharing one port.
+    pub async fn start_at(addr: SocketAddr, name: &str, behavior: Behavior) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             name: name.to_owned(),
