@@ -54,7 +54,7 @@ for i in $(seq 1 "$REPEATS"); do
     # Poll every 10 ms for up to 60 s: any HTTP answer means the config is loaded and
     # the listener is serving.
     for _ in $(seq 1 6000); do
-        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$proxy/svc0/r0" || true)"
+        code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$proxy/svc1/r1" || true)"
         if [ -n "$code" ] && [ "$code" != "000" ]; then ready="$(date +%s%N)"; break; fi
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.01
