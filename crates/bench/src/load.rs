@@ -396,6 +396,108 @@ mod tests {
         assert_eq!(shared.due(2000), Duration::from_secs(1));
     }
 
+    /// A loopback backend inside this runtime (real clock): answers every request with
+    /// the backend headers, and stalls the request numbered `stall_at` for `stall`.
+    async fn stalling_backend(stall_at: u64, stall: Duration) -> std::net::SocketAddr {
+        use hyper::server::conn::http1;
+        use hyper::service::service_fn;
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(e) => panic!("cannot bind loopback: {e}"),
+        };
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => panic!("no local address: {e}"),
+        };
+        let served = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let served = served.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_request| {
+                        let served = served.clone();
+                        async move {
+                            if served.fetch_add(1, Ordering::Relaxed) == stall_at {
+                                tokio::time::sleep(stall).await;
+                            }
+                            http::Response::builder()
+                                .header("x-backend-region", "primary")
+                                .header("x-backend-instance", "p1")
+                                .body(http_body_util::Full::new(Bytes::from_static(b"ok")))
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_stall_shows_on_every_request_due_during_it() {
+        // One connection, 100 req/s, and the 20th request (due at 190 ms) stalls for
+        // 300 ms. A closed-loop client would record one slow request and then simply send
+        // the next ones late; measured from the due time, every request due during the
+        // stall shows the wait: ~30 requests, the first ~300 ms, then shrinking by 10 ms.
+        let addr = stalling_backend(19, Duration::from_millis(300)).await;
+        let stalled = run(LoadSpec {
+            url: format!("http://{addr}/").parse().unwrap_or_default(),
+            host: None,
+            rate: 100.0,
+            duration: Duration::from_secs(1),
+            connections: 1,
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+        })
+        .await;
+        let stalled = match stalled {
+            Ok(run) => run,
+            Err(e) => panic!("run failed: {e}"),
+        };
+        assert_eq!(stalled.records.len(), 100);
+        assert!(
+            stalled
+                .records
+                .iter()
+                .all(|r| r.outcome == Outcome::Status(200))
+        );
+        assert!(
+            stalled
+                .records
+                .iter()
+                .all(|r| r.region.as_deref() == Some("primary")
+                    && r.instance.as_deref() == Some("p1"))
+        );
+        let slow = stalled
+            .records
+            .iter()
+            .filter(|r| r.latency_us >= 100_000)
+            .count();
+        // 300 ms stall at 10 ms spacing: the stalled request plus the ~20 due within the
+        // following 200 ms all wait ≥ 100 ms. Bounds are loose for a loaded machine.
+        assert!((15..=35).contains(&slow), "{slow} requests ≥ 100 ms");
+        let stalled_record = stalled
+            .records
+            .get(19)
+            .map(|r| r.latency_us)
+            .unwrap_or_default();
+        assert!(
+            stalled_record >= 300_000,
+            "stalled request took {stalled_record} µs"
+        );
+        // The ones right after it were sent late, and the lag is part of their latency.
+        let next = stalled
+            .records
+            .get(20)
+            .map(|r| (r.send_lag_us, r.latency_us));
+        assert!(
+            next.is_some_and(|(lag, latency)| lag >= 250_000 && latency >= lag),
+            "{next:?}"
+        );
+    }
+
     #[tokio::test]
     async fn refused_connections_are_recorded_not_fatal() {
         // Bind and drop a listener to get a loopback port with nothing behind it.
