@@ -50,8 +50,8 @@ def cell(report):
         parts.append(f"p99 {fmt(during['latency']['p99_ms'], ' ms', 1)}, max {fmt(during['latency']['max_ms'], ' ms', 0)}")
         parts.append(f"{report.get('bad_host_requests')} requests reached the hung host")
     met = all(goal["met"] for goal in report["goals"])
-    parts.append("goals met" if met else "goal missed: " + "; ".join(
-        f"{g['name']} {g['measured']} (want {g['target']})" for g in report["goals"] if not g["met"]))
+    parts.append("goals met" if met else "**missed:** " + "; ".join(
+        f"{g['name'].split(' (')[0]} (want {g['target']})" for g in report["goals"] if not g["met"]))
     return "<br>".join(parts)
 
 

@@ -173,6 +173,7 @@ print(f'{peer},{s["rate"]:.0f},{l["p50_ms"]},{l["p90_ms"]},{l["p99_ms"]},{l["p99
 EOF
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RESULTS/load.txt"
+python3 "$ROOT/bench/throughput-summary.py" "$RESULTS" | tee "$RESULTS/summary.md"
 column -t -s, "$RESULTS/wrk.csv"
 column -t -s, "$RESULTS/paced.csv"
 cat "$RESULTS/rss-idle.txt"
