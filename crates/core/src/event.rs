@@ -14,10 +14,11 @@ use crate::topology::{ActiveHealthCheck, UpstreamSpec};
 /// Result of one active probe.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ProbeOutcome {
-    /// HTTP probes: the status line's code. TCP probes report [`ProbeOutcome::TcpSuccess`].
+    /// HTTP probes: the status line's code, or 0 when the line is not HTTP (Kong counts
+    /// that as an HTTP failure). TCP probes report [`ProbeOutcome::TcpSuccess`].
     Status(u16),
     TcpSuccess,
-    /// Connect refused/reset, TLS handshake failure, unparsable response.
+    /// Connect refused/reset, TLS handshake failure, connection ended before a status line.
     TcpFailure,
     Timeout,
 }

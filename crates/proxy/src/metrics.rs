@@ -1035,7 +1035,10 @@ impl Metrics {
             ProbeOutcome::Status(code) if entry.healthy_probe_statuses.contains(&code) => {
                 PROBE_SUCCESS
             }
-            ProbeOutcome::Status(code) if entry.unhealthy_probe_statuses.contains(&code) => {
+            // Status 0 is an unparsable status line, an HTTP failure for Kong.
+            ProbeOutcome::Status(code)
+                if code == 0 || entry.unhealthy_probe_statuses.contains(&code) =>
+            {
                 PROBE_HTTP_FAILURE
             }
             ProbeOutcome::Status(_) => PROBE_IGNORED,

@@ -145,6 +145,8 @@ fn build_request(check: &ActiveHealthCheck, host_header: &str) -> String {
     request
 }
 
+/// Read the status line (up to the first `\n`) and classify it. Like Kong's
+/// `sock:receive()`, a connection that ends before a whole line is a failed receive.
 async fn read_status<S: AsyncRead + Unpin>(stream: &mut S) -> ProbeOutcome {
     let mut buf = [0u8; MAX_STATUS_LINE];
     let mut len = 0;
@@ -153,35 +155,59 @@ async fn read_status<S: AsyncRead + Unpin>(stream: &mut S) -> ProbeOutcome {
             return ProbeOutcome::TcpFailure;
         };
         if spare.is_empty() {
-            return ProbeOutcome::TcpFailure;
+            // No line end within the limit: the status code, if any, is at the start.
+            return parse_status_line(&buf);
         }
         match stream.read(spare).await {
-            Ok(0) | Err(_) => return parse_status(buf.get(..len).unwrap_or(&[])),
+            Ok(0) | Err(_) => return ProbeOutcome::TcpFailure,
             Ok(n) => len += n,
         }
         let seen = buf.get(..len).unwrap_or(&[]);
-        if seen.contains(&b'\n') {
-            return parse_status(seen);
+        if let Some(end) = seen.iter().position(|&b| b == b'\n') {
+            return parse_status_line(seen.get(..end).unwrap_or(&[]));
         }
     }
 }
 
-/// Parse `HTTP/1.x NNN ...` from the start of `bytes`.
-fn parse_status(bytes: &[u8]) -> ProbeOutcome {
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let Ok(line) = std::str::from_utf8(line) else {
-        return ProbeOutcome::TcpFailure;
+/// Kong's status-line match, `^HTTP/\d+\.\d+\s+(\d+)` (case-insensitive). A line that
+/// does not match is reported as status 0, which Kong counts as an HTTP failure (the
+/// backend answered, but not with HTTP). A code outside every status list, however
+/// large, is ignored by the classifier, so an overlong one saturates rather than
+/// wrapping into a listed code.
+fn parse_status_line(line: &[u8]) -> ProbeOutcome {
+    const INVALID: ProbeOutcome = ProbeOutcome::Status(0);
+    let Some((scheme, rest)) = line.split_at_checked(5) else {
+        return INVALID;
     };
-    let mut parts = line.split_ascii_whitespace();
-    match (parts.next(), parts.next()) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/") && code.len() == 3 => {
-            match code.parse::<u16>() {
-                Ok(code) if (100..=999).contains(&code) => ProbeOutcome::Status(code),
-                _ => ProbeOutcome::TcpFailure,
-            }
-        }
-        _ => ProbeOutcome::TcpFailure,
+    if !scheme.eq_ignore_ascii_case(b"HTTP/") {
+        return INVALID;
     }
+    let (major, rest) = leading(rest, |b| b.is_ascii_digit());
+    let Some(rest) = rest.strip_prefix(b".") else {
+        return INVALID;
+    };
+    let (minor, rest) = leading(rest, |b| b.is_ascii_digit());
+    // `\s` in PCRE: space, \t, \n, \v, \f, \r.
+    let (space, rest) = leading(rest, |b| matches!(b, b' ' | b'\t' | 0x0b | 0x0c | b'\r'));
+    let (code, _) = leading(rest, |b| b.is_ascii_digit());
+    if major.is_empty() || minor.is_empty() || space.is_empty() || code.is_empty() {
+        return INVALID;
+    }
+    // Every byte of `code` is an ASCII digit, so `digit - b'0'` is 0..=9.
+    let code = code.iter().fold(0u16, |code, digit| {
+        code.saturating_mul(10)
+            .saturating_add(u16::from(digit - b'0'))
+    });
+    ProbeOutcome::Status(code)
+}
+
+/// Split `bytes` after its longest prefix whose bytes all satisfy `accept`.
+fn leading(bytes: &[u8], accept: impl Fn(u8) -> bool) -> (&[u8], &[u8]) {
+    let end = bytes
+        .iter()
+        .position(|&b| !accept(b))
+        .unwrap_or(bytes.len());
+    bytes.split_at(end)
 }
 
 /// Probe timeouts of zero would never let a probe succeed; the config layer rejects
@@ -195,18 +221,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn status_lines_parse() {
+    fn status_lines_parse_as_kong_matches_them() {
+        use ProbeOutcome::Status;
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r"), Status(200));
+        assert_eq!(parse_status_line(b"HTTP/1.0 503"), Status(503));
         assert_eq!(
-            parse_status(b"HTTP/1.1 200 OK\r\n"),
+            parse_status_line(b"http/1.1  204"),
+            Status(204),
+            "case-insensitive"
+        );
+        assert_eq!(parse_status_line(b"HTTP/2.0\t302 Found"), Status(302));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 2000 OK"),
+            Status(2000),
+            "ignored later"
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.1 99999999"), Status(u16::MAX));
+        // Not HTTP: status 0, an HTTP failure.
+        assert_eq!(parse_status_line(b"garbage"), Status(0));
+        assert_eq!(parse_status_line(b"HTTP/1 200"), Status(0));
+        assert_eq!(parse_status_line(b"HTTP/1.1 OK"), Status(0));
+        assert_eq!(parse_status_line(b"HTTP/1.1200"), Status(0));
+        assert_eq!(parse_status_line(b""), Status(0));
+    }
+
+    #[tokio::test]
+    async fn only_a_whole_line_is_judged() {
+        let read = |bytes: &'static [u8]| async move { read_status(&mut &*bytes).await };
+        assert_eq!(
+            read(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await,
             ProbeOutcome::Status(200)
         );
-        assert_eq!(parse_status(b"HTTP/1.0 503\r\n"), ProbeOutcome::Status(503));
-        assert_eq!(parse_status(b"garbage\r\n"), ProbeOutcome::TcpFailure);
+        assert_eq!(read(b"SSH-2.0-OpenSSH\r\n").await, ProbeOutcome::Status(0));
+        // The peer closing before a line end is a failed receive, as in Kong.
+        assert_eq!(read(b"HTTP/1.1 200 OK").await, ProbeOutcome::TcpFailure);
+        assert_eq!(read(b"").await, ProbeOutcome::TcpFailure);
+        // A line longer than the limit is judged by its start.
+        let long = [b"HTTP/1.1 503 ".as_slice(), &[b'x'; 2 * MAX_STATUS_LINE]].concat();
         assert_eq!(
-            parse_status(b"HTTP/1.1 2000 OK\r\n"),
-            ProbeOutcome::TcpFailure
+            read_status(&mut long.as_slice()).await,
+            ProbeOutcome::Status(503)
         );
-        assert_eq!(parse_status(b""), ProbeOutcome::TcpFailure);
     }
 
     #[test]

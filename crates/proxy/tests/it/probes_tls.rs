@@ -42,6 +42,8 @@ struct Seen {
     requests: Mutex<Vec<String>>,
     hellos: AtomicU64,
     handshakes: AtomicU64,
+    /// When set, sent instead of an HTTP response (a backend that is not HTTP).
+    raw_reply: Mutex<Option<&'static [u8]>>,
 }
 
 /// An HTTPS server on 127.0.0.1:0 answering every request with `status`.
@@ -90,6 +92,10 @@ impl TlsBackend {
 
     fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    fn answer_raw(&self, bytes: &'static [u8]) {
+        *self.seen.raw_reply.lock().expect("reply lock") = Some(bytes);
     }
 
     fn hellos(&self) -> u64 {
@@ -146,11 +152,16 @@ async fn serve(
         .lock()
         .expect("requests lock")
         .push(String::from_utf8_lossy(&head).into_owned());
-    let reply = format!(
-        "HTTP/1.1 {} Probe\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        status.load(Ordering::SeqCst)
-    );
-    let _ = tls.write_all(reply.as_bytes()).await;
+    let raw = *seen.raw_reply.lock().expect("reply lock");
+    let reply = match raw {
+        Some(bytes) => bytes.to_vec(),
+        None => format!(
+            "HTTP/1.1 {} Probe\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            status.load(Ordering::SeqCst)
+        )
+        .into_bytes(),
+    };
+    let _ = tls.write_all(&reply).await;
     let _ = tls.shutdown().await;
 }
 
@@ -190,6 +201,24 @@ async fn unverified_probe_reads_the_status_over_tls_and_sends_https_sni() {
     assert!(
         first.starts_with("GET /health HTTP/1.0\r\nHost: backend.internal:8443\r\n"),
         "request head: {first:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_non_http_answer_over_tls_is_status_zero_and_a_cut_line_a_tcp_failure() {
+    let backend = TlsBackend::start(200).await;
+    let check = https_check(false, Some(CERT_NAME));
+    backend.answer_raw(b"220 smtp.example ESMTP ready\r\n");
+    // Kong reports an unparsable status line as status 0: an HTTP failure.
+    assert_eq!(
+        probe(backend.addr, &check, CERT_NAME).await,
+        ProbeOutcome::Status(0)
+    );
+    backend.answer_raw(b"HTTP/1.1 200 OK");
+    assert_eq!(
+        probe(backend.addr, &check, CERT_NAME).await,
+        ProbeOutcome::TcpFailure,
+        "the connection closed before the status line ended"
     );
 }
 
