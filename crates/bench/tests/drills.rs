@@ -1,7 +1,7 @@
 //! Failover drills as tests: real `sluice backend` processes (3 primary, 2 secondary),
 //! a real `sluice run` in front of them, paced load of 2,000 req/s over 64 keep-alive
-//! connections, every response recorded, and a real fault (SIGKILL or a restart with
-//! `--fault`).
+//! connections, every response recorded, and a real fault (SIGKILL, or a primary
+//! started with `--fault`).
 //!
 //! The assertions are the goals that stay robust on a loaded 2-core CI machine with a
 //! debug build: no failed client request in the blackout, one-down and hang drills;
@@ -11,9 +11,10 @@
 //! measure the machine as much as Sluice. `bench/drills.sh` takes the real numbers
 //! with a release build.
 //!
-//! Needs `target/debug/sluice`: `cargo build -p sluice` first (or set SLUICE_BIN). The
-//! drills run one at a time (they would otherwise compete for the two cores); the
-//! whole file takes about a minute.
+//! Needs `target/debug/sluice` (or SLUICE_BIN): built by `cargo test --workspace`, and
+//! built here with `cargo build -p sluice` when missing. The drills run one at a time
+//! (they would otherwise compete for the two cores); the whole file takes about a
+//! minute.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,7 +45,7 @@ fn reports_dir() -> PathBuf {
 fn short_spec(scenario: Scenario, release: bool) -> DrillSpec {
     let sluice = match procs::sluice_binary(release) {
         Ok(path) => path,
-        Err(e) => panic!("{e:#}"),
+        Err(_) => build_sluice(release),
     };
     let work_dir = std::env::temp_dir().join(format!(
         "sluice-drill-test-{}-{}",
@@ -58,6 +59,26 @@ fn short_spec(scenario: Scenario, release: bool) -> DrillSpec {
         fault: Duration::from_secs(3),
         after: Duration::from_secs(8),
         ..DrillSpec::full(Peer::Sluice, scenario, sluice, work_dir)
+    }
+}
+
+/// Builds the `sluice` binary when it is missing (a `cargo test -p sluice-bench` on a
+/// fresh checkout; `cargo test --workspace` builds it anyway), with the cargo that built
+/// this test.
+fn build_sluice(release: bool) -> PathBuf {
+    let mut command = std::process::Command::new(env!("CARGO"));
+    command.args(["build", "-p", "sluice"]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build sluice: {e}"));
+    assert!(status.success(), "`cargo build -p sluice` failed: {status}");
+    match procs::sluice_binary(release) {
+        Ok(path) => path,
+        Err(e) => panic!("{e:#}"),
     }
 }
 
