@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::ServerConfig;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{HandshakeKind, ServerConfig};
 use sluice_core::event::ProbeOutcome;
 use sluice_core::snapshot::HealthStatus;
 use sluice_core::topology::{ActiveHealthCheck, HealthChecks, ProbeType};
@@ -42,6 +42,8 @@ struct Seen {
     requests: Mutex<Vec<String>>,
     hellos: AtomicU64,
     handshakes: AtomicU64,
+    /// Handshakes that resumed an earlier session instead of a full handshake.
+    resumed: AtomicU64,
     /// When set, sent instead of an HTTP response (a backend that is not HTTP).
     raw_reply: Mutex<Option<&'static [u8]>>,
 }
@@ -140,6 +142,9 @@ async fn serve(
         return;
     };
     seen.handshakes.fetch_add(1, Ordering::SeqCst);
+    if tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed) {
+        seen.resumed.fetch_add(1, Ordering::SeqCst);
+    }
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
@@ -219,6 +224,26 @@ async fn a_non_http_answer_over_tls_is_status_zero_and_a_cut_line_a_tcp_failure(
         probe(backend.addr, &check, CERT_NAME).await,
         ProbeOutcome::TcpFailure,
         "the connection closed before the status line ended"
+    );
+}
+
+#[tokio::test]
+async fn repeated_probes_resume_the_tls_session_through_the_shared_config() {
+    let backend = TlsBackend::start(200).await;
+    // A name no other test uses: the client's session cache is keyed by server name and
+    // shared process-wide, so a parallel test's backend must not replace our ticket.
+    let check = https_check(false, Some("resume.probe.test"));
+    for _ in 0..3 {
+        assert_eq!(
+            probe(backend.addr, &check, CERT_NAME).await,
+            ProbeOutcome::Status(200)
+        );
+    }
+    assert_eq!(backend.handshakes(), 3);
+    assert_eq!(
+        backend.seen.resumed.load(Ordering::SeqCst),
+        2,
+        "after the first full handshake, probes resume (configs are built once, not per probe)"
     );
 }
 
