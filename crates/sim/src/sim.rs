@@ -54,12 +54,12 @@ pub struct SimConfig {
 /// Which snapshot a request's retries pick from.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum RetrySnapshot {
-    /// The one the request loaded when it started (what `sluice-proxy` does, and what
-    /// the snapshot contract describes).
-    #[default]
+    /// The one the request loaded when it started (how `sluice-proxy` worked before
+    /// this simulator showed the cost: kept to measure it).
     Loaded,
-    /// The latest published one, with the tried addresses carried over by key: models
-    /// a data plane that sees the controller's newest verdict on every retry.
+    /// The latest published one, with the tried addresses carried over by key: what
+    /// `sluice-proxy` does (its retries re-read the upstream snapshot).
+    #[default]
     Latest,
 }
 
@@ -80,7 +80,7 @@ impl SimConfig {
             requests_per_sec: 500,
             check_liveness: true,
             log_level: LogLevel::Transitions,
-            retry_snapshot: RetrySnapshot::Loaded,
+            retry_snapshot: RetrySnapshot::Latest,
         }
     }
 
@@ -159,7 +159,7 @@ impl SimConfig {
             requests_per_sec,
             check_liveness: true,
             log_level: LogLevel::Transitions,
-            retry_snapshot: RetrySnapshot::Loaded,
+            retry_snapshot: RetrySnapshot::Latest,
         }
     }
 }
