@@ -5,8 +5,9 @@
 //!   `Host` = the upstream's `host_header` or the target host, and read only the status
 //!   line.
 //! - `https`: the same request inside TLS. SNI (and the name the certificate must carry
-//!   when verifying) is `https_sni`, else the `Host` value without its port, else the
-//!   target's hostname; `https_verify_certificate: false` accepts any certificate (see
+//!   when verifying) is `https_sni`, else the `Host` value without its port (so the
+//!   upstream's `host_header`, else the target's hostname; an IP literal sends no SNI);
+//!   `https_verify_certificate: false` accepts any certificate (see
 //!   [`crate::tls`] for why Kong offers that). The TLS configurations are built once per
 //!   process and shared, not per probe.
 //! - `tcp`: a successful connect is a success.
@@ -20,7 +21,7 @@
 //! mismatch, or one that does not finish in time — is a `TcpFailure`; a send or status
 //! read that does not finish in time is a `Timeout`, one that errors a `TcpFailure`.
 //! Kong's `timeout` bounds each socket operation; here it bounds the whole probe (one
-//! deadline shared by every step), so a probe never outlives its interval budget.
+//! deadline shared by every step), so one probe never takes longer than `timeout`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -64,15 +65,17 @@ pub async fn probe(addr: SocketAddr, check: &ActiveHealthCheck, host_header: &st
                 .https_sni
                 .as_deref()
                 .unwrap_or_else(|| host_without_port(host_header));
-            let Ok(connector) = tls::connector(check.https_verify_certificate, sni).await else {
-                // A name rustls cannot present fails the handshake before it starts.
-                return ProbeOutcome::TcpFailure;
+            // Kong reports every failed `sslhandshake`, timeouts included, as a tcp
+            // failure. That covers a name rustls cannot present and a first-use trust
+            // store load that outlasts the deadline: the handshake never started in time.
+            let handshake = async {
+                let connector = tls::connector(check.https_verify_certificate, sni)
+                    .await
+                    .ok()?;
+                connector.connect(stream).await.ok()
             };
-            let tls_stream = match timeout_at(deadline, connector.connect(stream)).await {
-                Ok(Ok(tls_stream)) => tls_stream,
-                // Kong reports every failed `sslhandshake`, timeouts included, as a tcp
-                // failure.
-                Ok(Err(_)) | Err(_) => return ProbeOutcome::TcpFailure,
+            let Ok(Some(tls_stream)) = timeout_at(deadline, handshake).await else {
+                return ProbeOutcome::TcpFailure;
             };
             exchange(tls_stream, deadline, &build_request(check, host_header)).await
         }

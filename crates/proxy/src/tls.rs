@@ -23,14 +23,13 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OnceCell;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -44,6 +43,9 @@ pub enum TlsError {
     /// safe protocol version, which `ring` always does).
     #[error("TLS client configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// The task loading the trust store did not complete (the runtime is shutting down).
+    #[error("the system trust store could not be loaded")]
+    TrustStoreUnavailable,
 }
 
 /// The two process-wide client configurations.
@@ -53,23 +55,22 @@ struct ClientConfigs {
     accepting_any: Arc<ClientConfig>,
 }
 
-/// Built on first use. An async cell so the trust-store read (file I/O, a few
-/// milliseconds) runs on the blocking pool instead of stalling a runtime worker.
-static CLIENT_CONFIGS: OnceCell<Result<ClientConfigs, rustls::Error>> = OnceCell::const_new();
+/// Built on first use, on the blocking pool (reading the trust store is file I/O).
+static CLIENT_CONFIGS: OnceLock<Result<ClientConfigs, rustls::Error>> = OnceLock::new();
 
 /// The shared client configuration for `verify` (Kong's `https_verify_certificate`).
 /// Every call returns the same `Arc` for the same `verify`.
 pub async fn client_config(verify: bool) -> Result<Arc<ClientConfig>, TlsError> {
-    let configs = CLIENT_CONFIGS
-        .get_or_init(|| async {
-            let roots = tokio::task::spawn_blocking(load_system_roots)
-                .await
-                // The loader does not panic; if the blocking pool is shutting down the
-                // store is empty and verified handshakes fail, which is the safe side.
-                .unwrap_or_else(|_| RootCertStore::empty());
-            build_client_configs(roots)
+    let configs = match CLIENT_CONFIGS.get() {
+        Some(configs) => configs,
+        // The blocking task fills the cell itself, so the work is kept even if the
+        // caller stops waiting (its probe's deadline passed) before it finishes.
+        None => tokio::task::spawn_blocking(|| {
+            CLIENT_CONFIGS.get_or_init(|| build_client_configs(load_system_roots()))
         })
-        .await;
+        .await
+        .map_err(|_| TlsError::TrustStoreUnavailable)?,
+    };
     match configs {
         Ok(configs) if verify => Ok(configs.verifying.clone()),
         Ok(configs) => Ok(configs.accepting_any.clone()),
