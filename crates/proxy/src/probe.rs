@@ -59,27 +59,37 @@ pub async fn probe(addr: SocketAddr, check: &ActiveHealthCheck, host_header: &st
             let _ = stream.set_nodelay(true);
             exchange(stream, deadline, &build_request(check, host_header)).await
         }
-        ProbeType::Https => {
-            let _ = stream.set_nodelay(true);
-            let sni = check
-                .https_sni
-                .as_deref()
-                .unwrap_or_else(|| host_without_port(host_header));
-            // Kong reports every failed `sslhandshake`, timeouts included, as a tcp
-            // failure. That covers a name rustls cannot present and a first-use trust
-            // store load that outlasts the deadline: the handshake never started in time.
-            let handshake = async {
-                let connector = tls::connector(check.https_verify_certificate, sni)
-                    .await
-                    .ok()?;
-                connector.connect(stream).await.ok()
-            };
-            let Ok(Some(tls_stream)) = timeout_at(deadline, handshake).await else {
-                return ProbeOutcome::TcpFailure;
-            };
-            exchange(tls_stream, deadline, &build_request(check, host_header)).await
-        }
+        // Boxed: TLS session state is kilobytes, and keeping it out of line keeps the
+        // `http` and `tcp` probe futures (the common case) small.
+        ProbeType::Https => Box::pin(https_exchange(stream, deadline, check, host_header)).await,
     }
+}
+
+/// The `https` probe on a connected stream: TLS handshake, then [`exchange`].
+async fn https_exchange(
+    stream: TcpStream,
+    deadline: Instant,
+    check: &ActiveHealthCheck,
+    host_header: &str,
+) -> ProbeOutcome {
+    let _ = stream.set_nodelay(true);
+    let sni = check
+        .https_sni
+        .as_deref()
+        .unwrap_or_else(|| host_without_port(host_header));
+    // Kong reports every failed `sslhandshake`, timeouts included, as a tcp failure.
+    // That covers a name rustls cannot present and a first-use trust store load that
+    // outlasts the deadline: the handshake never started in time.
+    let handshake = async {
+        let connector = tls::connector(check.https_verify_certificate, sni)
+            .await
+            .ok()?;
+        connector.connect(stream).await.ok()
+    };
+    let Ok(Some(tls_stream)) = timeout_at(deadline, handshake).await else {
+        return ProbeOutcome::TcpFailure;
+    };
+    exchange(tls_stream, deadline, &build_request(check, host_header)).await
 }
 
 /// Send `request`, then read and classify the status line, all before `deadline`.
