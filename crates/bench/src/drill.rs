@@ -374,6 +374,12 @@ pub async fn run(spec: DrillSpec) -> anyhow::Result<DrillReport> {
         restore_offset = Some(restored.saturating_duration_since(origin));
     }
     let run = load_task.await.context("load task")??;
+    // Every request, for looking into a number after the fact (work dirs are not
+    // committed: about 2 MB per minute of load).
+    if let Ok(file) = std::fs::File::create(spec.work_dir.join("requests.csv")) {
+        let mut out = std::io::BufWriter::new(file);
+        let _ = crate::record::write_csv(&mut out, &run.records);
+    }
     // Read the faulty backend's own counter before anything is stopped.
     let bad_host_requests = match (spec.scenario, bad_addr) {
         (Scenario::Brownout | Scenario::Gray | Scenario::Hang, Some(addr)) => {
