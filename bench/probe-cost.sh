@@ -4,7 +4,9 @@
 #
 #   bench/probe-cost.sh [targets=10000] [measured_seconds=30]
 #   env: UPSTREAMS=10 (targets are split evenly), INTERVAL=1 (healthy and unhealthy
-#        probe interval, seconds), PORT_BASE=20000, WARMUP=5, SLUICE=target/release/sluice
+#        probe interval, seconds), PROBE_TYPE=http (or tcp: connect only),
+#        CASES="off on" (which configurations to run), PORT_BASE=20000, WARMUP=5,
+#        SLUICE=target/release/sluice
 #
 # Why this shape: every target must be a distinct ip:port (Sluice, like Kong, tracks
 # health per address), so the targets are 127.0.0.1:PORT_BASE.. PORT_BASE+targets-1,
@@ -25,6 +27,8 @@ TARGETS=${1:-10000}
 MEASURED=${2:-30}
 UPSTREAMS=${UPSTREAMS:-10}
 INTERVAL=${INTERVAL:-1}
+PROBE_TYPE=${PROBE_TYPE:-http}
+CASES=${CASES:-off on}
 PORT_BASE=${PORT_BASE:-20000}
 WARMUP=${WARMUP:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -78,9 +82,9 @@ curl -fsS -o /dev/null "http://127.0.0.1:${last_port}/" || { echo "haproxy did n
 
 # --- the Kong configuration ---------------------------------------------------------
 gen_config() { # $1 = on|off, $2 = file
-    python3 - "$1" "$2" "$TARGETS" "$UPSTREAMS" "$PORT_BASE" "$INTERVAL" <<'EOF'
+    python3 - "$1" "$2" "$TARGETS" "$UPSTREAMS" "$PORT_BASE" "$INTERVAL" "$PROBE_TYPE" <<'EOF'
 import sys
-mode, path, targets, upstreams, base, interval = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+mode, path, targets, upstreams, base, interval, probe_type = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 per = -(-targets // upstreams)
 lines = ['_format_version: "3.0"', "services:"]
 for u in range(upstreams):
@@ -90,7 +94,7 @@ port = base
 for u in range(upstreams):
     lines += [f"  - name: pool{u}"]
     if mode == "on":
-        lines += ["    healthchecks:", "      active:", "        type: http", "        http_path: /health",
+        lines += ["    healthchecks:", "      active:", f"        type: {probe_type}", "        http_path: /health",
                   "        timeout: 1",
                   "        healthy:", f"          interval: {interval}", "          successes: 2",
                   "        unhealthy:", f"          interval: {interval}", "          tcp_failures: 2",
@@ -151,9 +155,8 @@ EOF
 }
 
 {
-    echo "probe-cost: targets=$TARGETS upstreams=$UPSTREAMS interval=${INTERVAL}s measured=${MEASURED}s warmup=${WARMUP}s"
+    echo "probe-cost: targets=$TARGETS upstreams=$UPSTREAMS type=$PROBE_TYPE interval=${INTERVAL}s measured=${MEASURED}s warmup=${WARMUP}s"
     echo "commit $(git -C "$ROOT" rev-parse --short HEAD); $(uptime)"
 } | tee "$OUT/summary.txt"
-run_case off
-run_case on
+for case in $CASES; do run_case "$case"; done
 echo "raw outputs: $OUT"

@@ -33,13 +33,11 @@ const SERVICE_MIN_TTL: Duration = Duration::from_secs(1);
 /// is seen within five minutes (the controller's bound for targets).
 const SERVICE_MAX_TTL: Duration = Duration::from_secs(300);
 
-/// Per-query timeout against explicitly configured nameservers. Those are named by the
-/// operator and usually close (a local cache or a sidecar), so two seconds is generous;
-/// hickory's five-second default would hold a refresh for 15 s against a dead server.
+/// Deadline of one query against explicitly configured nameservers (hickory applies it
+/// end to end, across servers). Those servers are named by the operator and usually
+/// close (a local cache or a sidecar), so two seconds is generous; hickory's five-second
+/// default holds a refresh needlessly long against a dead server.
 const EXPLICIT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Tries per query against explicit nameservers: one retry covers a lost UDP datagram;
-/// more only delays the controller's own retry (30 s, Kong's `REQUERY_INTERVAL`).
-const EXPLICIT_ATTEMPTS: usize = 2;
 
 /// A resolved answer: addresses and the time to live of the answer.
 #[derive(Debug, Clone)]
@@ -80,7 +78,7 @@ impl Dns {
     }
 
     /// A resolver asking only `nameservers` (UDP, falling back to TCP for truncated
-    /// answers), in order. Search domains of the system configuration do not apply: a
+    /// answers; hickory asks two servers at a time and takes the first answer). Search domains of the system configuration do not apply: a
     /// target name is looked up as written. `/etc/hosts` is still consulted first, as
     /// Kong does.
     pub fn with_nameservers(nameservers: &[SocketAddr]) -> Dns {
@@ -100,7 +98,6 @@ impl Dns {
         );
         let options = builder.options_mut();
         options.timeout = EXPLICIT_TIMEOUT;
-        options.attempts = EXPLICIT_ATTEMPTS;
         let resolver = builder
             .build()
             .map_err(|e| format!("DNS resolver for {nameservers:?} could not be built: {e}"));
