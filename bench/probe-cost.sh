@@ -17,7 +17,7 @@
 # first probe round), then measures utime+stime from /proc/PID/stat over
 # measured_seconds, RSS at the end, and probes completed (sluice_probes_total on the
 # Admin API) over the same window. Only processes this script started are stopped, by
-# PID. Raw outputs go to bench/results/probe-cost-<HHMM>/.
+# PID. Raw outputs go to bench/results/probe-cost-<HHMMSS>/.
 #
 # Build first: cargo build --release -p sluice; needs haproxy (apt-get install haproxy),
 # curl and python3.
@@ -33,7 +33,7 @@ PORT_BASE=${PORT_BASE:-20000}
 WARMUP=${WARMUP:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SLUICE=${SLUICE:-$ROOT/target/release/sluice}
-OUT=${OUT:-$ROOT/bench/results/probe-cost-$(date -u +%H%M)}
+OUT=${OUT:-$ROOT/bench/results/probe-cost-$(date -u +%H%M%S)}
 CLK_TCK=$(getconf CLK_TCK)
 
 [ -x "$SLUICE" ] || { echo "build first: cargo build --release -p sluice" >&2; exit 2; }
@@ -156,7 +156,7 @@ EOF
 
 {
     echo "probe-cost: targets=$TARGETS upstreams=$UPSTREAMS type=$PROBE_TYPE interval=${INTERVAL}s measured=${MEASURED}s warmup=${WARMUP}s"
-    echo "commit $(git -C "$ROOT" rev-parse --short HEAD); $(uptime)"
+    echo "commit $(git -C "$ROOT" describe --always --dirty) (binary: $(stat -c %y "$SLUICE")); $(uptime)"
 } | tee "$OUT/summary.txt"
 for case in $CASES; do run_case "$case"; done
 echo "raw outputs: $OUT"
