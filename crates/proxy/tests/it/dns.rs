@@ -589,3 +589,28 @@ async fn a_changed_record_moves_traffic_after_its_ttl() {
     );
     gw.shutdown().await;
 }
+
+/// A service whose `host` is a plain hostname (no upstream) is resolved through the
+/// configured nameserver too.
+#[tokio::test]
+async fn a_service_hostname_resolves_through_the_configured_server() {
+    let backend = Backend::start("direct", Behavior::Ok).await;
+    let Some(dns) = Dnsmasq::start(&["host-record=direct.example.test,127.0.0.1".into()]) else {
+        return;
+    };
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: direct
+    url: http://direct.example.test:{port}
+    routes: [{{ name: r, paths: ["/"] }}]
+"#,
+        port = backend.addr.port()
+    );
+    let gw = dns_gateway(&yaml, &dns).await;
+    let reply = get(&gw, "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, "direct");
+    gw.shutdown().await;
+}
