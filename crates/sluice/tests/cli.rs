@@ -420,3 +420,36 @@ fn run_reloads_on_sighup_and_post_config_and_keeps_running_config_on_errors() {
         || (instance().as_deref() == Some("a")).then_some(()),
     );
 }
+
+#[test]
+fn refuses_a_public_admin_listener_without_a_token() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/minimal.yml");
+    let out = Command::new(SLUICE)
+        .args([
+            "run",
+            "--config",
+            example,
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+            "--gui-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("SLUICE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a public admin listener without a token must not start"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to serve the admin API on 0.0.0.0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("token"),
+        "the message says how to fix it: {stderr}"
+    );
+}
