@@ -387,7 +387,9 @@ pub async fn run(spec: DrillSpec) -> anyhow::Result<DrillReport> {
         }
         _ => None,
     };
-    proxy.kill().await;
+    // Graceful first: NGINX's workers outlive a SIGKILLed master. Five seconds is far
+    // more than any of the four needs to close idle connections and exit.
+    proxy.stop(Duration::from_secs(5)).await;
     drop(backends);
 
     // Re-base the timeline onto the load's own origin (they differ by microseconds).

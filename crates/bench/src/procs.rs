@@ -49,6 +49,25 @@ impl Proc {
         let _ = self.child.kill().await;
     }
 
+    /// Asks the process to stop (SIGTERM through `kill <pid>`), waits up to `grace`, then
+    /// SIGKILLs it. For proxies with child processes (NGINX's workers): a SIGKILLed NGINX
+    /// master leaves its workers running, still holding their listening sockets.
+    pub async fn stop(&mut self, grace: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+            if tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        self.kill().await;
+    }
+
     /// `None` while running; the exit status once it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
