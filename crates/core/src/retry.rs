@@ -93,8 +93,9 @@ pub struct RetryPolicy {
     /// Kong's `service.retries` (0..=32767, default 5): at most `1 + retries` attempts.
     pub retries: u32,
     /// Sluice extension: response statuses that are retried for idempotent requests.
-    /// Empty (the default) is Kong's behaviour: a response is never retried.
-    pub retry_on_status: Vec<u16>,
+    /// Empty (the default) is Kong's behaviour: a response is never retried. Shared, so
+    /// a request can carry its route's list without copying it.
+    pub retry_on_status: std::sync::Arc<[u16]>,
 }
 
 impl Default for RetryPolicy {
@@ -102,7 +103,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             retries: 5,
-            retry_on_status: Vec::new(),
+            retry_on_status: std::sync::Arc::from([]),
         }
     }
 }
@@ -460,7 +461,7 @@ mod tests {
     fn statuses_are_retried_only_when_listed_and_idempotent() {
         let policy = RetryPolicy {
             retries: 2,
-            retry_on_status: vec![502, 503],
+            retry_on_status: std::sync::Arc::from([502, 503]),
         };
         assert_eq!(
             decide(&policy, 1, &FailureKind::Status(503), true, true),
@@ -480,7 +481,7 @@ mod tests {
     fn at_most_retries_retries() {
         let policy = RetryPolicy {
             retries: 2,
-            retry_on_status: Vec::new(),
+            retry_on_status: std::sync::Arc::from([]),
         };
         let failure = FailureKind::ConnectTimeout;
         assert_eq!(
@@ -502,7 +503,7 @@ mod tests {
         );
         let none = RetryPolicy {
             retries: 0,
-            retry_on_status: Vec::new(),
+            retry_on_status: std::sync::Arc::from([]),
         };
         assert_eq!(
             decide(&none, 1, &failure, true, true),

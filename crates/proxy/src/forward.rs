@@ -777,9 +777,10 @@ pub async fn forward(
                     }
                     _ => return *result,
                 };
+                // The service's retry count with the route's status list (an Arc clone).
                 let policy = RetryPolicy {
                     retries: service.retry.retries,
-                    retry_on_status: vec![code],
+                    retry_on_status: out.retry_on_status.clone(),
                 };
                 if !may_retry(FailureKind::Status(code), &policy) {
                     return *result;

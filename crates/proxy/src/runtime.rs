@@ -272,7 +272,7 @@ impl Runtime {
                 path: service.path.as_deref().map(Box::from),
                 retry: RetryPolicy {
                     retries: service.retries,
-                    retry_on_status: Vec::new(),
+                    retry_on_status: Arc::from([]),
                 },
                 connect_timeout: service.connect_timeout,
                 write_timeout: service.write_timeout,

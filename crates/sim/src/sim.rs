@@ -1023,7 +1023,7 @@ impl Sim {
         }
         let policy = RetryPolicy {
             retries: self.config.settings.retries,
-            retry_on_status: Vec::new(),
+            retry_on_status: std::sync::Arc::from([]),
         };
         if retry::decide(&policy, attempts, failure, true, true) != RetryDecision::Retry {
             return false;
