@@ -163,12 +163,13 @@ impl Core {
         self.wake.notify_one();
     }
 
-    fn apply_batch(self: &Arc<Self>, events: Vec<Event>) {
+    /// Apply and empty `events` (the caller reuses the buffer: no allocation per batch).
+    fn apply_batch(self: &Arc<Self>, events: &mut Vec<Event>) {
         let mut actions = Vec::new();
         {
             let now = self.clock.now();
             let mut controller = self.controller();
-            for event in events {
+            for event in events.drain(..) {
                 controller.apply(now, event, &mut actions);
             }
         }
@@ -323,13 +324,14 @@ const TIMER_QUANTUM: Duration = Duration::from_millis(10);
 pub async fn run(core: Arc<Core>, mut events: mpsc::Receiver<Event>, shutdown: Arc<Notify>) {
     let mut last_tick = tokio::time::Instant::now();
     let mut wake_at = next_wake(&core, last_tick);
+    // One event buffer for the driver's life: attempt reports arrive at request rate.
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.notified() => break,
             received = events.recv() => {
                 let Some(first) = received else { break };
-                let mut batch = Vec::with_capacity(16);
                 batch.push(first);
                 while batch.len() < EVENT_BATCH {
                     match events.try_recv() {
@@ -337,7 +339,7 @@ pub async fn run(core: Arc<Core>, mut events: mpsc::Receiver<Event>, shutdown: A
                         Err(_) => break,
                     }
                 }
-                core.apply_batch(batch);
+                core.apply_batch(&mut batch);
                 // The events may have brought a timer forward: look again at the next
                 // quantum rather than scanning every timer after every event.
                 let recheck = quantize_up(
