@@ -21,6 +21,20 @@ use tokio::process::Command;
 use common::FakeControl;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// True when Chromium is missing and the test should skip (loudly). With
+/// `SLUICE_REQUIRE_TOOLS` set (CI sets it) a missing browser is a failure, as for
+/// promtool and dnsmasq, so a broken install can never turn into a silent pass.
+fn chromium_missing(test: &str) -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("SLUICE_REQUIRE_TOOLS").is_none(),
+        "{test}: {CHROMIUM} is missing and SLUICE_REQUIRE_TOOLS is set"
+    );
+    true
+}
 /// Wall-clock bound on one Chromium run: a cold start on a loaded 2-core machine takes a
 /// few seconds; a minute means it hung, and the test fails instead of waiting forever.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -82,7 +96,7 @@ async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_shows_a_failover_as_it_happens() {
-    if !Path::new(CHROMIUM).exists() {
+    if chromium_missing("status page browser test") {
         eprintln!(
             "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
              !!! SKIPPED status page browser test: {CHROMIUM} is missing.               !!!\n\
@@ -220,7 +234,7 @@ async fn status_page_shows_a_failover_as_it_happens() {
 /// poll; without it the page says how to open it instead of showing stale or no data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_sends_the_token_from_the_url_fragment() {
-    if !Path::new(CHROMIUM).exists() {
+    if chromium_missing("status page token test") {
         eprintln!(
             "\n!!! SKIPPED status page token test: {CHROMIUM} is missing (apt-get install -y chromium) !!!\n"
         );
