@@ -3,10 +3,13 @@
 //! `sluice-admin` must not depend on `sluice-proxy`: an operator API that can only *ask*
 //! the gateway for snapshots and *send* it commands cannot corrupt the data path. The
 //! binary implements [`Control`] on top of the proxy's gateway handle; tests implement it
-//! with hand-built snapshots. Every method is synchronous and cheap (an `Arc` clone, a
-//! channel send, a short read of an in-memory log), so handlers never hold the gateway.
+//! with hand-built snapshots. Every method but `apply_config` is synchronous and cheap (an
+//! `Arc` clone, a channel send, a short read of an in-memory log), so handlers never hold
+//! the gateway.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +18,10 @@ use sluice_config::Config;
 use sluice_core::decision::DecisionRecord;
 use sluice_core::snapshot::UpstreamSnapshot;
 use sluice_core::time::Instant;
+
+/// What [`Control::apply_config`] returns: the applied configuration, or why not.
+pub type ApplyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Arc<Config>, ApplyError>> + Send + 'a>>;
 
 /// How a `POST /config` body was written. YAML is a superset of JSON, so a parser may
 /// treat both alike; the format only lets it word its errors ("line 3" vs "offset 40").
@@ -144,7 +151,11 @@ pub trait Control: Send + Sync + 'static {
 
     /// Parse, validate and apply a new declarative configuration, atomically: on `Err`
     /// the running configuration is exactly what it was.
-    fn apply_config(&self, text: &str, format: ConfigFormat) -> Result<Arc<Config>, ApplyError>;
+    ///
+    /// The one asynchronous method: applying waits for the controller, and parsing a
+    /// large file takes long enough (0.4 s at 10,000 routes) that the implementation must
+    /// be free to move it off the thread that serves traffic.
+    fn apply_config(&self, text: String, format: ConfigFormat) -> ApplyFuture<'_>;
 
     /// The latest published snapshot of every upstream.
     fn upstream_snapshots(&self) -> Vec<Arc<UpstreamSnapshot>>;

@@ -169,7 +169,7 @@ pub(crate) async fn apply(
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
 
-    match state.control.apply_config(&text, format) {
+    match state.control.apply_config(text.clone(), format).await {
         Ok(config) => {
             tracing::info!(hash = %config.hash, bytes = text.len(), "admin: configuration applied");
             let stamps = stamps(state.control.as_ref());

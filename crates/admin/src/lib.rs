@@ -36,8 +36,8 @@ use serde_json::{Map, Value};
 pub use api::{KONG_COMPAT_VERSION, METRICS_CONTENT_TYPE};
 pub use auth::check_bind;
 pub use control::{
-    AddressHealth, ApplyError, ConfigFormat, ConfigRejection, Control, DemoBackend, DemoControl,
-    Fault, NotFound, ServerStats,
+    AddressHealth, ApplyError, ApplyFuture, ConfigFormat, ConfigRejection, Control, DemoBackend,
+    DemoControl, Fault, NotFound, ServerStats,
 };
 
 /// Largest request body the Admin API reads: a declarative configuration for thousands

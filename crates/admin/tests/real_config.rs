@@ -15,8 +15,8 @@ use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sluice_admin::{
-    AddressHealth, AdminOptions, ApplyError, ConfigFormat, ConfigRejection, Control, NotFound,
-    ServerStats, router,
+    AddressHealth, AdminOptions, ApplyError, ApplyFuture, ConfigFormat, ConfigRejection, Control,
+    NotFound, ServerStats, router,
 };
 use sluice_config::Config;
 use sluice_core::decision::DecisionRecord;
@@ -97,15 +97,16 @@ impl Control for ParsingControl {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     }
 
-    fn apply_config(&self, text: &str, _format: ConfigFormat) -> Result<Arc<Config>, ApplyError> {
-        match sluice_config::parse(text, "POST /config") {
+    fn apply_config(&self, text: String, _format: ConfigFormat) -> ApplyFuture<'_> {
+        let result = match sluice_config::parse(&text, "POST /config") {
             Ok(loaded) => {
                 let config = Arc::new(loaded.config);
                 *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
                 Ok(config)
             }
             Err(diagnostics) => Err(ApplyError::Invalid(ConfigRejection::from(&diagnostics))),
-        }
+        };
+        Box::pin(std::future::ready(result))
     }
 
     fn upstream_snapshots(&self) -> Vec<Arc<UpstreamSnapshot>> {

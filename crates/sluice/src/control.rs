@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use sluice_admin::{
-    AddressHealth, ApplyError, ConfigFormat, ConfigRejection, Control, DemoControl, NotFound,
-    ServerStats,
+    AddressHealth, ApplyError, ApplyFuture, ConfigFormat, ConfigRejection, Control, DemoControl,
+    NotFound, ServerStats,
 };
 use sluice_config::Config;
 use sluice_core::decision::DecisionRecord;
@@ -58,34 +58,36 @@ impl Control for GatewayControl {
         self.gateway.config_loaded_at()
     }
 
-    fn apply_config(&self, text: &str, _format: ConfigFormat) -> Result<Arc<Config>, ApplyError> {
-        let loaded = match sluice_config::parse(text, POSTED_ORIGIN) {
-            Ok(loaded) => loaded,
-            Err(diagnostics) => {
-                self.gateway.metrics().on_reload(false, "");
-                tracing::warn!(
-                    errors = diagnostics.error_count(),
-                    "POST /config rejected; keeping the running configuration"
-                );
-                return Err(ApplyError::Invalid(ConfigRejection::from(&diagnostics)));
+    fn apply_config(&self, text: String, _format: ConfigFormat) -> ApplyFuture<'_> {
+        Box::pin(async move {
+            // Parsing a large file is CPU work (0.4 s at 10,000 routes): on the blocking
+            // pool it cannot stall the runtime thread that serves traffic.
+            let parsed =
+                tokio::task::spawn_blocking(move || sluice_config::parse(&text, POSTED_ORIGIN))
+                    .await
+                    .map_err(|e| {
+                        ApplyError::Unavailable(format!("configuration parser failed: {e}"))
+                    })?;
+            let loaded = match parsed {
+                Ok(loaded) => loaded,
+                Err(diagnostics) => {
+                    self.gateway.metrics().on_reload(false, "");
+                    tracing::warn!(
+                        errors = diagnostics.error_count(),
+                        "POST /config rejected; keeping the running configuration"
+                    );
+                    return Err(ApplyError::Invalid(ConfigRejection::from(&diagnostics)));
+                }
+            };
+            for warning in &loaded.warnings {
+                tracing::warn!(%warning, "configuration warning");
             }
-        };
-        for warning in &loaded.warnings {
-            tracing::warn!(%warning, "configuration warning");
-        }
-        // The Admin API's handlers are synchronous callers of this trait; the reload itself
-        // is async (it waits for the controller). `block_in_place` keeps the runtime's
-        // other tasks running on other workers meanwhile.
-        let gateway = self.gateway.clone();
-        let result = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current()
-                .block_on(async move { gateway.apply_config(loaded.config).await })
-        });
-        match result {
-            Ok(()) => Ok(self.gateway.config()),
-            // The message names no configuration content: it is a state, not an echo.
-            Err(e) => Err(ApplyError::Unavailable(e.to_string())),
-        }
+            match self.gateway.apply_config(loaded.config).await {
+                Ok(()) => Ok(self.gateway.config()),
+                // The message names no configuration content: it is a state, not an echo.
+                Err(e) => Err(ApplyError::Unavailable(e.to_string())),
+            }
+        })
     }
 
     fn upstream_snapshots(&self) -> Vec<Arc<UpstreamSnapshot>> {

@@ -26,6 +26,12 @@ use clap::{Args, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads that serve traffic (Kong's `nginx_worker_processes`). Default: the CPUs
+    /// this process may run on. With one, Sluice runs a single-threaded runtime, which
+    /// serves about 18 % more requests per CPU-second than a one-worker multi-threaded
+    /// one (BENCHMARKS.md).
+    #[arg(long, global = true, value_name = "N", env = "SLUICE_WORKER_THREADS")]
+    worker_threads: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +132,9 @@ pub struct LogArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let workers = cli.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+    });
     match cli.command {
         Command::Check { file } => check(&file),
         Command::Run {
@@ -133,15 +142,19 @@ fn main() -> ExitCode {
             listen,
             log,
             dns_resolver,
-        } => runtime_main(move || run::run_file(config, listen, log, dns_resolver)),
-        Command::Demo { listen, log } => runtime_main(move || run::run_demo(listen, log)),
+        } => runtime_main(workers, move || {
+            run::run_file(config, listen, log, dns_resolver)
+        }),
+        Command::Demo { listen, log } => runtime_main(workers, move || run::run_demo(listen, log)),
         Command::Backend {
             listen,
             service,
             instance,
             region,
             fault,
-        } => runtime_main(move || run::run_backend(listen, service, instance, region, fault)),
+        } => runtime_main(workers, move || {
+            run::run_backend(listen, service, instance, region, fault)
+        }),
     }
 }
 
@@ -162,15 +175,25 @@ fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not a nameserver address (IP or IP:PORT)"))
 }
 
-fn runtime_main<F, Fut>(f: F) -> ExitCode
+/// Run `f` on a tokio runtime with `workers` threads serving tasks.
+///
+/// One worker gets the current-thread scheduler: no work-stealing queues, no atomics on
+/// every wake-up, and the I/O driver polled by the same thread that runs the tasks
+/// (nginx's model of one event loop per worker). Blocking work (config parsing, trust
+/// store loading) still goes to the blocking pool, so it never stalls that thread.
+fn runtime_main<F, Fut>(workers: std::num::NonZeroUsize, f: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if workers.get() == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers.get());
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");
@@ -255,6 +278,7 @@ mod tests {
         .map_err(|e| e.to_string());
         let Ok(Cli {
             command: Command::Run { dns_resolver, .. },
+            ..
         }) = cli
         else {
             panic!("run did not parse: {cli:?}");

@@ -239,7 +239,16 @@ async fn reload(gateway: &Gateway, path: &std::path::Path) {
             return;
         }
     };
-    match sluice_config::parse(&text, &origin) {
+    // Off the runtime thread: parsing a large file must not stall the traffic it serves.
+    let parse_origin = origin.clone();
+    let parsed =
+        tokio::task::spawn_blocking(move || sluice_config::parse(&text, &parse_origin)).await;
+    let Ok(parsed) = parsed else {
+        gateway.metrics().on_reload(false, "");
+        tracing::error!(file = %origin, "reload failed: the parser stopped; keeping the running configuration");
+        return;
+    };
+    match parsed {
         Err(diagnostics) => {
             gateway.metrics().on_reload(false, "");
             tracing::error!(file = %origin, errors = diagnostics.error_count(), "reload failed; keeping the running configuration:\n{diagnostics}");

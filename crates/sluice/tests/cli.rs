@@ -321,6 +321,17 @@ fn free_port() -> SocketAddr {
 
 #[test]
 fn run_reloads_on_sighup_and_post_config_and_keeps_running_config_on_errors() {
+    reload_scenario(&[]);
+}
+
+/// The single-threaded runtime (`--worker-threads 1`, the default on a one-CPU machine)
+/// reloads too: nothing on the reload path may need a second worker.
+#[test]
+fn single_threaded_runtime_reloads_on_sighup_and_post_config() {
+    reload_scenario(&["--worker-threads", "1"]);
+}
+
+fn reload_scenario(extra_args: &[&str]) {
     let (_a, addr_a) = start_backend("a", "primary");
     let (_b, addr_b) = start_backend("b", "primary");
     let dir = temp_dir("reload");
@@ -339,6 +350,7 @@ fn run_reloads_on_sighup_and_post_config_and_keeps_running_config_on_errors() {
             "--gui-listen",
             &gui.to_string(),
         ])
+        .args(extra_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_admin::{
-    AddressHealth, ApplyError, ConfigFormat, ConfigRejection, Control, DemoBackend, DemoControl,
-    Fault, NotFound, ServerStats,
+    AddressHealth, ApplyError, ApplyFuture, ConfigFormat, ConfigRejection, Control, DemoBackend,
+    DemoControl, Fault, NotFound, ServerStats,
 };
 use sluice_config::Config;
 use sluice_config::model::{
@@ -469,26 +469,30 @@ impl Control for FakeControl {
 
     /// Accepts any text except text containing `invalid`, which it rejects the way the
     /// config crate would reject a target weight out of range.
-    fn apply_config(&self, text: &str, _format: ConfigFormat) -> Result<Arc<Config>, ApplyError> {
-        let mut state = lock(&self.state);
-        state.apply_calls += 1;
-        if text.contains("invalid") {
-            return Err(ApplyError::Invalid(ConfigRejection {
-                message: "declarative config is invalid: {upstreams={{targets={[2]={weight=\"value should be between 0 and 65535\"}}}}}".into(),
-                fields: serde_json::json!({"upstreams": [{"targets": [null, {"weight": "value should be between 0 and 65535"}]}]}),
-                flattened_errors: vec![serde_json::json!({
-                    "entity_type": "target",
-                    "entity_name": null,
-                    "entity_id": null,
-                    "entity_tags": null,
-                    "entity": {"target": "10.0.0.2:80", "weight": 70000},
-                    "errors": [{"type": "field", "field": "weight", "message": "value should be between 0 and 65535"}],
-                })],
-            }));
-        }
-        let config = Arc::new(config(text));
-        state.config = config.clone();
-        Ok(config)
+    fn apply_config(&self, text: String, _format: ConfigFormat) -> ApplyFuture<'_> {
+        let text = text.as_str();
+        let result = (|| -> Result<Arc<Config>, ApplyError> {
+            let mut state = lock(&self.state);
+            state.apply_calls += 1;
+            if text.contains("invalid") {
+                return Err(ApplyError::Invalid(ConfigRejection {
+                    message: "declarative config is invalid: {upstreams={{targets={[2]={weight=\"value should be between 0 and 65535\"}}}}}".into(),
+                    fields: serde_json::json!({"upstreams": [{"targets": [null, {"weight": "value should be between 0 and 65535"}]}]}),
+                    flattened_errors: vec![serde_json::json!({
+                        "entity_type": "target",
+                        "entity_name": null,
+                        "entity_id": null,
+                        "entity_tags": null,
+                        "entity": {"target": "10.0.0.2:80", "weight": 70000},
+                        "errors": [{"type": "field", "field": "weight", "message": "value should be between 0 and 65535"}],
+                    })],
+                }));
+            }
+            let config = Arc::new(config(text));
+            state.config = config.clone();
+            Ok(config)
+        })();
+        Box::pin(std::future::ready(result))
     }
 
     fn upstream_snapshots(&self) -> Vec<Arc<UpstreamSnapshot>> {
