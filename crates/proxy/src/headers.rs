@@ -33,8 +33,29 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// The `Via` token the gateway adds (`1.1 sluice`, like Kong's `1.1 kong/3.x`).
 pub const VIA_VALUE: &str = "1.1 sluice";
 
+/// The hop-by-hop headers RFC 9110 §7.6.1 names (plus the legacy `Keep-Alive` and
+/// `Proxy-Connection`), removed in both directions.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == PROXY_CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+}
+
 /// Remove hop-by-hop headers, including those the `Connection` header names.
+///
+/// Hot path: one pass over the names present (a request usually carries a handful)
+/// finds what to remove, so the common case of no hop-by-hop header costs no hash
+/// lookups at all instead of nine.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Names listed in Connection go first, while the Connection header still exists.
     let mut named: [Option<HeaderName>; 8] = Default::default();
     let mut extra: Vec<HeaderName> = Vec::new();
@@ -73,30 +94,55 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Append `value` to a comma-separated header, or set it.
-fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+/// Append `value` to a comma-separated header, or set it (`value` as is, without a
+/// copy, when the header is absent: the common case).
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
     let combined = match headers.get(name).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.is_empty() => {
+            let value = value.to_str().unwrap_or_default();
             let mut s = String::with_capacity(existing.len() + 2 + value.len());
             s.push_str(existing);
             s.push_str(", ");
             s.push_str(value);
             HeaderValue::from_str(&s).ok()
         }
-        _ => HeaderValue::from_str(value).ok(),
+        _ => Some(value.clone()),
     };
     if let Some(v) = combined {
         headers.insert(name.clone(), v);
     }
 }
 
+/// Header values that are the same for every request of one client connection,
+/// rendered once when the connection is accepted (not once per request).
+#[derive(Debug, Clone)]
+pub struct ConnectionHeaders {
+    /// The client's IP as nginx's `$remote_addr` prints it (`X-Real-IP`, and the value
+    /// appended to `X-Forwarded-For`).
+    pub client_ip: HeaderValue,
+    /// The listener's port (`X-Forwarded-Port`).
+    pub listener_port: HeaderValue,
+}
+
+impl ConnectionHeaders {
+    pub fn new(client: SocketAddr, listener_port: u16) -> Self {
+        ConnectionHeaders {
+            client_ip: HeaderValue::from_str(&ip_string(client.ip()))
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            listener_port: HeaderValue::from(listener_port),
+        }
+    }
+}
+
 /// What the gateway knows about the client connection and request.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientFacts<'a> {
-    pub client: SocketAddr,
-    pub listener_port: u16,
+    pub connection: &'a ConnectionHeaders,
     /// The client's `Host` without the port.
     pub host: &'a str,
+    /// The client's whole `Host` header, reused as `X-Forwarded-Host` when it carries no
+    /// port (no copy).
+    pub host_header: Option<&'a HeaderValue>,
     pub path: &'a str,
     pub request_id: &'a HeaderValue,
 }
@@ -104,14 +150,15 @@ pub struct ClientFacts<'a> {
 /// Rewrite a client request's headers for the upstream (everything but `Host`).
 pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>) {
     strip_hop_by_hop(headers);
-    let ip = facts.client.ip();
-    let ip_text = ip_string(ip);
-    append_list(headers, &X_FORWARDED_FOR, &ip_text);
-    if let Ok(v) = HeaderValue::from_str(&ip_text) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    let connection = facts.connection;
+    append_list(headers, &X_FORWARDED_FOR, &connection.client_ip);
+    headers.insert(X_REAL_IP.clone(), connection.client_ip.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    match HeaderValue::from_str(facts.host) {
+    let forwarded_host = match facts.host_header {
+        Some(value) if value.as_bytes() == facts.host.as_bytes() => Ok(value.clone()),
+        _ => HeaderValue::from_str(facts.host),
+    };
+    match forwarded_host {
         Ok(v) => {
             headers.insert(X_FORWARDED_HOST.clone(), v);
         }
@@ -119,10 +166,7 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
             headers.remove(&X_FORWARDED_HOST);
         }
     }
-    headers.insert(
-        X_FORWARDED_PORT.clone(),
-        HeaderValue::from(facts.listener_port),
-    );
+    headers.insert(X_FORWARDED_PORT.clone(), connection.listener_port.clone());
     match HeaderValue::from_str(facts.path) {
         Ok(v) => {
             headers.insert(X_FORWARDED_PATH.clone(), v);
@@ -131,7 +175,7 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
             headers.remove(&X_FORWARDED_PATH);
         }
     }
-    append_list(headers, &header::VIA, VIA_VALUE);
+    append_list(headers, &header::VIA, &HeaderValue::from_static(VIA_VALUE));
     headers.insert(REQUEST_ID.clone(), facts.request_id.clone());
     // The gateway answered any `Expect: 100-continue` itself while reading the body;
     // passing it on would make the upstream wait for a go-ahead nobody sends.
@@ -141,7 +185,7 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
 /// Rewrite an upstream response's headers for the client.
 pub fn prepare_client_response(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
-    append_list(headers, &header::VIA, VIA_VALUE);
+    append_list(headers, &header::VIA, &HeaderValue::from_static(VIA_VALUE));
 }
 
 fn ip_string(ip: IpAddr) -> String {
@@ -199,12 +243,13 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let id = HeaderValue::from_static("abc");
+        let connection = ConnectionHeaders::new("192.0.2.7:5555".parse().unwrap(), 8000);
         prepare_upstream_request(
             &mut h,
             &ClientFacts {
-                client: "192.0.2.7:5555".parse().unwrap(),
-                listener_port: 8000,
+                connection: &connection,
                 host: "api.example.com",
+                host_header: None,
                 path: "/v1/x",
                 request_id: &id,
             },

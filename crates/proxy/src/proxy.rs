@@ -66,10 +66,22 @@ impl std::fmt::Debug for Shared {
 }
 
 /// The client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// Per-connection header values, rendered once at accept.
+    pub headers: Arc<headers::ConnectionHeaders>,
+}
+
+impl ConnInfo {
+    pub fn new(remote: SocketAddr, local: SocketAddr) -> Self {
+        ConnInfo {
+            remote,
+            local,
+            headers: Arc::new(headers::ConnectionHeaders::new(remote, local.port())),
+        }
+    }
 }
 
 /// Finishes the record when the response body ends.
@@ -420,13 +432,22 @@ pub async fn handle(
         None
     };
     let mut headers = parts.headers;
-    let forwarded_host = host_value_without_port(&headers, &parts.uri);
+    // A clone of the `Host` value (a reference count, not a copy) so the forwarded host
+    // can borrow from it while the headers are rewritten.
+    let host_header = headers.get(header::HOST).cloned();
+    let forwarded_host = host_without_port(
+        host_header
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.host())
+            .unwrap_or(""),
+    );
     headers::prepare_upstream_request(
         &mut headers,
         &ClientFacts {
-            client: conn.remote,
-            listener_port: conn.local.port(),
-            host: &forwarded_host,
+            connection: &conn.headers,
+            host: forwarded_host,
+            host_header: host_header.as_ref(),
             path: parts.uri.path(),
             request_id: &request_id,
         },
@@ -505,20 +526,15 @@ pub async fn handle(
     }
 }
 
-/// `X-Forwarded-Host`: the client's host without its port.
-fn host_value_without_port(headers: &HeaderMap, uri: &Uri) -> String {
-    let raw = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.host())
-        .unwrap_or("");
+/// `X-Forwarded-Host`: the client's host without its port (a slice, no copy).
+fn host_without_port(raw: &str) -> &str {
     if raw.starts_with('[') {
         match raw.find(']') {
-            Some(end) => raw.get(..=end).unwrap_or(raw).to_owned(),
-            None => raw.to_owned(),
+            Some(end) => raw.get(..=end).unwrap_or(raw),
+            None => raw,
         }
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h).to_owned()
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     }
 }
 

@@ -90,7 +90,7 @@ fn spawn_connection(
     remote: SocketAddr,
     local: SocketAddr,
 ) {
-    let info = ConnInfo { remote, local };
+    let info = ConnInfo::new(remote, local);
     let stats = shared.clone();
     stats
         .stats
@@ -102,7 +102,8 @@ fn spawn_connection(
         .fetch_add(1, Ordering::Relaxed);
     shared.core.metrics.on_connection_opened();
     let handler_shared = shared.clone();
-    let service = service_fn(move |request| proxy::handle(handler_shared.clone(), info, request));
+    let service =
+        service_fn(move |request| proxy::handle(handler_shared.clone(), info.clone(), request));
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
