@@ -5,7 +5,8 @@
 //! decision core (`sluice-core`), retrying on another address when Kong's rules and the
 //! retry budget allow. The [`driver`] owns the core's `Controller`, runs active
 //! [`probe`]s and [`dns`] lookups, and publishes snapshots the hot path reads without
-//! locks. [`gateway::Gateway`] is the handle the binary and the Admin API use.
+//! locks; upgraded connections (WebSocket) become a [`tunnel`].
+//! [`gateway::Gateway`] is the handle the binary and the Admin API use.
 
 pub mod access_log;
 pub mod body;
@@ -25,6 +26,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod tunnel;
 pub mod warm;
 
 pub use error::{ErrorKind, ProxyError};

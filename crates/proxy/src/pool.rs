@@ -138,7 +138,9 @@ impl Pool {
             tokio::spawn(async move {
                 // The connection task ends when the peer closes or the sender is
                 // dropped; its error is reported to the request that was using it.
-                let _ = connection.await;
+                // `with_upgrades`: after a `101` the socket is handed to the tunnel
+                // (WebSocket) instead of being closed.
+                let _ = connection.with_upgrades().await;
             });
             Ok::<_, ConnectError>(sender)
         };

@@ -31,6 +31,7 @@ use crate::pool::Pool;
 use crate::record::{RequestRecord, ResponseSource, RouteRef, ServiceRef};
 use crate::router::{RequestFacts, RouteMatch, upstream_path};
 use crate::runtime::{Runtime, ServiceTarget, UpstreamRuntime};
+use crate::tunnel;
 
 /// Counters for `GET /status` (Kong's `server` object).
 #[derive(Debug, Default)]
@@ -260,7 +261,7 @@ fn new_sticky_cookie(up: &UpstreamRuntime, headers: &HeaderMap) -> Option<(u64, 
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let started = Instant::now();
     shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +270,10 @@ pub async fn handle(
     let request_id = ids::request_id_header(id);
     let mut record = new_record(id, request.method());
 
+    // An HTTP/1.1 upgrade (WebSocket): the client's connection is claimed now, handed
+    // over only if the upstream answers 101.
+    let upgrade = tunnel::requested_protocol(&request)
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let (parts, incoming) = request.into_parts();
     let host_value = parts
         .headers
@@ -453,6 +458,9 @@ pub async fn handle(
         },
     );
     headers.remove(header::HOST);
+    if let Some((protocol, _)) = &upgrade {
+        tunnel::restore_upgrade_headers(&mut headers, protocol);
+    }
     let outgoing = Outgoing {
         method: parts.method,
         uri,
@@ -490,9 +498,34 @@ pub async fn handle(
                 record,
             ))
         }
-        Ok(success) => {
+        Ok(mut success) => {
+            let switching = success.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if switching {
+                let Some((_, client_side)) = upgrade else {
+                    // A 101 nobody asked for cannot be relayed: the client would not
+                    // know what protocol follows.
+                    return Ok(gateway_response(
+                        &shared,
+                        ErrorKind::UpstreamInvalidResponse,
+                        &request_id,
+                        started,
+                        record,
+                    ));
+                };
+                let upstream_side = hyper::upgrade::on(&mut success.response);
+                tokio::spawn(tunnel::run(
+                    client_side,
+                    upstream_side,
+                    service.read_timeout,
+                    success.in_flight.take(),
+                ));
+            }
+            let upgrade_protocol = success.response.headers().get(header::UPGRADE).cloned();
             let (mut parts, incoming) = success.response.into_parts();
             headers::prepare_client_response(&mut parts.headers);
+            if let (true, Some(protocol)) = (switching, &upgrade_protocol) {
+                tunnel::restore_upgrade_headers(&mut parts.headers, protocol);
+            }
             parts.version = Version::HTTP_11;
             let upstream_latency = success.upstream_latency;
             let proxy_latency = started.elapsed().saturating_sub(upstream_latency);
@@ -515,12 +548,20 @@ pub async fn handle(
                 started,
                 _in_flight: success.in_flight,
             });
-            let body = ClientBody::upstream(
-                incoming,
-                success.lease,
-                service.read_timeout,
-                Some(completion),
-            );
+            let body = if switching {
+                // The connection now belongs to the tunnel (which holds the address's
+                // load until it closes): it must not go back to the pool, and the record
+                // ends with the 101.
+                drop((incoming, success.lease));
+                ClientBody::full(Bytes::new(), Some(completion))
+            } else {
+                ClientBody::upstream(
+                    incoming,
+                    success.lease,
+                    service.read_timeout,
+                    Some(completion),
+                )
+            };
             Ok(Response::from_parts(parts, body))
         }
     }

@@ -105,7 +105,7 @@ fn spawn_connection(
     let service =
         service_fn(move |request| proxy::handle(handler_shared.clone(), info.clone(), request));
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();
     let watched = graceful.watch(connection);
     tokio::spawn(async move {

@@ -14,3 +14,4 @@ mod robustness;
 mod routing;
 mod shutdown;
 mod warm;
+mod websocket;
