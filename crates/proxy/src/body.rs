@@ -296,7 +296,10 @@ enum Inner {
         body: Incoming,
         lease: Option<Lease>,
         read_timeout: Duration,
-        timer: Pin<Box<Sleep>>,
+        /// Armed at the first wait for upstream bytes, not before: most answers are
+        /// complete when their head arrives, and they never pay for a timer (a heap
+        /// allocation and a timer-wheel entry per request).
+        timer: Option<Pin<Box<Sleep>>>,
     },
 }
 
@@ -342,7 +345,7 @@ impl ClientBody {
                 body,
                 lease: Some(lease),
                 read_timeout,
-                timer: Box::pin(tokio::time::sleep(read_timeout)),
+                timer: None,
             },
             bytes_out: 0,
             finish,
@@ -387,15 +390,22 @@ impl Body for ClientBody {
                 ..
             } => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    timer.as_mut().reset(Instant::now() + *read_timeout);
+                    // Kong's read_timeout runs between two successive reads.
+                    if let Some(timer) = timer {
+                        timer.as_mut().reset(Instant::now() + *read_timeout);
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::Upstream(e)))),
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(ClientBodyError::ReadTimeout))),
-                    Poll::Pending => Poll::Pending,
-                },
+                Poll::Pending => {
+                    let timer =
+                        timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*read_timeout)));
+                    match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Some(Err(ClientBodyError::ReadTimeout))),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
             },
         };
         match &polled {
