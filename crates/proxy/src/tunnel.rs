@@ -1,4 +1,4 @@
-//! Upgraded connections (WebSocket and any other HTTP/1.1 `Upgrade`): after the upstream
+//! Upgraded connections (WebSocket over HTTP/1.1 `Upgrade`): after the upstream
 //! answered `101 Switching Protocols`, the client's and the upstream's connections are
 //! joined and bytes flow both ways until either side closes.
 //!
@@ -26,17 +26,19 @@ use tokio::time::Instant;
 
 use crate::forward::InFlight;
 
-/// The protocol a client asks to switch to, when its request is an HTTP/1.1 upgrade:
-/// an `Upgrade` header and the `upgrade` token in `Connection` (RFC 9110 §7.8). An
-/// HTTP/2 request never is (HTTP/2 has no `Upgrade`; RFC 8441's extended CONNECT is
-/// not supported).
+/// The protocol a client asks to switch to, when its request is a WebSocket upgrade:
+/// HTTP/1.1, `Upgrade: websocket` and the `upgrade` token in `Connection` (RFC 9110
+/// §7.8). Like Kong, only `websocket` is passed on; any other `Upgrade` (h2c, TLS) is
+/// dropped as a hop-by-hop header and the request proxied as an ordinary one. An HTTP/2
+/// request never is an upgrade (RFC 8441's extended CONNECT is not supported).
 pub fn requested_protocol<B>(request: &Request<B>) -> Option<HeaderValue> {
     if request.version() != Version::HTTP_11 {
         return None;
     }
     let headers = request.headers();
     let protocol = headers.get(header::UPGRADE)?;
-    connection_has_upgrade(headers).then(|| protocol.clone())
+    let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+    (websocket && connection_has_upgrade(headers)).then(|| protocol.clone())
 }
 
 /// Whether a `Connection` header lists the `upgrade` token.
@@ -177,5 +179,13 @@ mod tests {
         );
         assert!(requested_protocol(&request(Version::HTTP_2, &ws)).is_none());
         assert!(requested_protocol(&request(Version::HTTP_10, &ws)).is_none());
+        let h2c = [
+            ("upgrade", "h2c"),
+            ("connection", "Upgrade, HTTP2-Settings"),
+        ];
+        assert!(
+            requested_protocol(&request(Version::HTTP_11, &h2c)).is_none(),
+            "only websocket is tunnelled, as in Kong"
+        );
     }
 }
