@@ -31,6 +31,7 @@ use crate::driver::{self, Clock, Core};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proxy::{Limits, Shared, Stats};
+use crate::realip::TrustedProxies;
 use crate::runtime::{BuildError, Runtime, Slots};
 
 /// How the gateway runs.
@@ -49,6 +50,9 @@ pub struct GatewayOptions {
     /// Nameservers for hostname targets and services (Kong's `dns_resolver`); empty =
     /// the system configuration (`/etc/resolv.conf`).
     pub dns_resolvers: Vec<SocketAddr>,
+    /// Proxies whose forwarding headers are believed (Kong's `trusted_ips`,
+    /// `real_ip_header`, `real_ip_recursive`); by default nobody.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for GatewayOptions {
@@ -62,6 +66,7 @@ impl Default for GatewayOptions {
             access_log: false,
             metrics: None,
             dns_resolvers: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -171,6 +176,7 @@ impl Gateway {
                 .access_log
                 .then(|| AccessLog::spawn(tokio::io::stdout())),
             stats: Stats::default(),
+            trusted_proxies: options.trusted_proxies.clone(),
         });
         let stop_driver = Arc::new(Notify::new());
         let (stop_servers, stop_rx) = watch::channel(false);

@@ -26,6 +26,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -122,22 +123,32 @@ pub struct ConnectionHeaders {
     pub client_ip: HeaderValue,
     /// The listener's port (`X-Forwarded-Port`).
     pub listener_port: HeaderValue,
+    /// Whether the peer is a trusted proxy (Kong's `trusted_ips`): its `X-Forwarded-*`
+    /// and real-IP headers are believed.
+    pub trusted: bool,
 }
 
 impl ConnectionHeaders {
-    pub fn new(client: SocketAddr, listener_port: u16) -> Self {
+    pub fn new(client: SocketAddr, listener_port: u16, trusted: bool) -> Self {
         ConnectionHeaders {
-            client_ip: HeaderValue::from_str(&ip_string(client.ip()))
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            client_ip: ip_header(client.ip()),
             listener_port: HeaderValue::from(listener_port),
+            trusted,
         }
     }
+}
+
+/// An address as a header value, printed as nginx's `$remote_addr` prints it.
+pub fn ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip_string(ip)).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// What the gateway knows about the client connection and request.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientFacts<'a> {
     pub connection: &'a ConnectionHeaders,
+    /// The client address a trusted proxy named (realip), when it differs from the peer.
+    pub real_client: Option<&'a HeaderValue>,
     /// The client's `Host` without the port.
     pub host: &'a str,
     /// The client's whole `Host` header, reused as `X-Forwarded-Host` when it carries no
@@ -151,29 +162,51 @@ pub struct ClientFacts<'a> {
 pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>) {
     strip_hop_by_hop(headers);
     let connection = facts.connection;
-    append_list(headers, &X_FORWARDED_FOR, &connection.client_ip);
-    headers.insert(X_REAL_IP.clone(), connection.client_ip.clone());
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let forwarded_host = match facts.host_header {
-        Some(value) if value.as_bytes() == facts.host.as_bytes() => Ok(value.clone()),
-        _ => HeaderValue::from_str(facts.host),
-    };
-    match forwarded_host {
-        Ok(v) => {
-            headers.insert(X_FORWARDED_HOST.clone(), v);
-        }
-        Err(_) => {
-            headers.remove(&X_FORWARDED_HOST);
+    // Kong: the client's list plus the peer that connected (`$realip_remote_addr`);
+    // without a list, the client address (`$remote_addr`, after realip).
+    let client_ip = facts.real_client.unwrap_or(&connection.client_ip);
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        append_list(headers, &X_FORWARDED_FOR, &connection.client_ip);
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+    }
+    headers.insert(X_REAL_IP.clone(), client_ip.clone());
+    // From a trusted proxy the client's own X-Forwarded-* values are passed on as they
+    // came; from anyone else they are replaced (or, for the prefix, dropped).
+    let keep =
+        |headers: &HeaderMap, name: &HeaderName| connection.trusted && headers.contains_key(name);
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !keep(headers, &X_FORWARDED_HOST) {
+        let forwarded_host = match facts.host_header {
+            Some(value) if value.as_bytes() == facts.host.as_bytes() => Ok(value.clone()),
+            _ => HeaderValue::from_str(facts.host),
+        };
+        match forwarded_host {
+            Ok(v) => {
+                headers.insert(X_FORWARDED_HOST.clone(), v);
+            }
+            Err(_) => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
         }
     }
-    headers.insert(X_FORWARDED_PORT.clone(), connection.listener_port.clone());
-    match HeaderValue::from_str(facts.path) {
-        Ok(v) => {
-            headers.insert(X_FORWARDED_PATH.clone(), v);
+    if !keep(headers, &X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT.clone(), connection.listener_port.clone());
+    }
+    if !keep(headers, &X_FORWARDED_PATH) {
+        match HeaderValue::from_str(facts.path) {
+            Ok(v) => {
+                headers.insert(X_FORWARDED_PATH.clone(), v);
+            }
+            Err(_) => {
+                headers.remove(&X_FORWARDED_PATH);
+            }
         }
-        Err(_) => {
-            headers.remove(&X_FORWARDED_PATH);
-        }
+    }
+    if !connection.trusted {
+        headers.remove(&X_FORWARDED_PREFIX);
     }
     append_list(headers, &header::VIA, &HeaderValue::from_static(VIA_VALUE));
     headers.insert(REQUEST_ID.clone(), facts.request_id.clone());
@@ -243,11 +276,13 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let id = HeaderValue::from_static("abc");
-        let connection = ConnectionHeaders::new("192.0.2.7:5555".parse().unwrap(), 8000);
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
+        let connection = ConnectionHeaders::new("192.0.2.7:5555".parse().unwrap(), 8000, false);
         prepare_upstream_request(
             &mut h,
             &ClientFacts {
                 connection: &connection,
+                real_client: None,
                 host: "api.example.com",
                 host_header: None,
                 path: "/v1/x",
@@ -265,6 +300,44 @@ mod tests {
         assert_eq!(h["x-forwarded-path"], "/v1/x");
         assert_eq!(h["via"], "1.1 sluice");
         assert_eq!(h["x-sluice-request-id"], "abc");
+        assert!(
+            h.get("x-forwarded-prefix").is_none(),
+            "an untrusted client's prefix is dropped, as Kong does"
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_speaks_for_its_client() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("shop.example"));
+        h.insert("x-forwarded-port", HeaderValue::from_static("443"));
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/shop"));
+        h.insert("x-real-ip", HeaderValue::from_static("203.0.113.9"));
+        let id = HeaderValue::from_static("abc");
+        let balancer = ConnectionHeaders::new("10.0.0.1:40000".parse().unwrap(), 8000, true);
+        let real = HeaderValue::from_static("203.0.113.9");
+        prepare_upstream_request(
+            &mut h,
+            &ClientFacts {
+                connection: &balancer,
+                real_client: Some(&real),
+                host: "gw.internal",
+                host_header: None,
+                path: "/v1/x",
+                request_id: &id,
+            },
+        );
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["x-forwarded-prefix"], "/shop");
+        assert_eq!(h["x-forwarded-path"], "/v1/x", "absent: the gateway's own");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(
+            h["x-forwarded-for"], "203.0.113.9",
+            "no list: the real client"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod pool;
 pub mod probe;
 pub mod proxy;
+pub mod realip;
 pub mod record;
 pub mod router;
 pub mod runtime;

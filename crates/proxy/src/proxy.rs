@@ -28,6 +28,7 @@ use crate::headers::{
 };
 use crate::ids;
 use crate::pool::Pool;
+use crate::realip::TrustedProxies;
 use crate::record::{RequestRecord, ResponseSource, RouteRef, ServiceRef};
 use crate::router::{RequestFacts, RouteMatch, upstream_path};
 use crate::runtime::{Runtime, ServiceTarget, UpstreamRuntime};
@@ -58,6 +59,7 @@ pub struct Shared {
     pub limits: Limits,
     pub access_log: Option<AccessLog>,
     pub stats: Stats,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl std::fmt::Debug for Shared {
@@ -76,11 +78,16 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    pub fn new(remote: SocketAddr, local: SocketAddr) -> Self {
+    pub fn new(remote: SocketAddr, local: SocketAddr, trusted: &TrustedProxies) -> Self {
+        let is_trusted = trusted.is_trusted(remote.ip());
         ConnInfo {
             remote,
             local,
-            headers: Arc::new(headers::ConnectionHeaders::new(remote, local.port())),
+            headers: Arc::new(headers::ConnectionHeaders::new(
+                remote,
+                local.port(),
+                is_trusted,
+            )),
         }
     }
 }
@@ -185,7 +192,7 @@ fn apply_report(record: &mut RequestRecord, report: Report) {
 /// `hash_fallback` when the first source is absent).
 fn hash_key(
     up: &UpstreamRuntime,
-    client: SocketAddr,
+    client: std::net::IpAddr,
     headers: &HeaderMap,
     uri: &Uri,
     matched: &RouteMatch<'_>,
@@ -197,7 +204,7 @@ fn hash_key(
         use sluice_core::balance::hash::hash_key as h;
         match on {
             HashOn::None | HashOn::Consumer => None,
-            HashOn::Ip => Some(match client.ip() {
+            HashOn::Ip => Some(match client {
                 std::net::IpAddr::V4(v4) => h(&v4.octets()),
                 std::net::IpAddr::V6(v6) => h(&v6.octets()),
             }),
@@ -275,6 +282,15 @@ pub async fn handle(
     let upgrade = tunnel::requested_protocol(&request)
         .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let (parts, incoming) = request.into_parts();
+    // The client address: the peer, or from a trusted proxy the address it names
+    // (Kong's realip settings).
+    let client_ip = if conn.headers.trusted {
+        shared
+            .trusted_proxies
+            .client_of(conn.remote.ip(), &parts.headers)
+    } else {
+        conn.remote.ip()
+    };
     let host_value = parts
         .headers
         .get(header::HOST)
@@ -366,7 +382,7 @@ pub async fn handle(
         Some((key, _)) => Some(*key),
         None => upstream_rt
             .as_deref()
-            .and_then(|up| hash_key(up, conn.remote, &parts.headers, &parts.uri, &matched)),
+            .and_then(|up| hash_key(up, client_ip, &parts.headers, &parts.uri, &matched)),
     };
     let hedge_after = info.hedge_after;
     let retry_on_status = info.retry_on_status.clone();
@@ -447,10 +463,12 @@ pub async fn handle(
             .or_else(|| parts.uri.host())
             .unwrap_or(""),
     );
+    let real_client = (client_ip != conn.remote.ip()).then(|| headers::ip_header(client_ip));
     headers::prepare_upstream_request(
         &mut headers,
         &ClientFacts {
             connection: &conn.headers,
+            real_client: real_client.as_ref(),
             host: forwarded_host,
             host_header: host_header.as_ref(),
             path: parts.uri.path(),

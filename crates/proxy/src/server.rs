@@ -90,7 +90,7 @@ fn spawn_connection(
     remote: SocketAddr,
     local: SocketAddr,
 ) {
-    let info = ConnInfo::new(remote, local);
+    let info = ConnInfo::new(remote, local, &shared.trusted_proxies);
     let stats = shared.clone();
     stats
         .stats

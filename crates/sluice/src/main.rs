@@ -56,6 +56,8 @@ enum Command {
             value_parser = parse_nameserver
         )]
         dns_resolver: Vec<SocketAddr>,
+        #[command(flatten)]
+        real_ip: RealIpArgs,
     },
     /// Validate a configuration file. Exit code 0: valid, 1: invalid, 2: unreadable.
     Check {
@@ -117,6 +119,57 @@ pub struct DemoListenArgs {
     pub gui_listen: SocketAddr,
 }
 
+/// Kong's realip settings (kong.conf `trusted_ips`, `real_ip_header`,
+/// `real_ip_recursive`): which peers may speak for their clients.
+#[derive(Args, Debug, Clone)]
+pub struct RealIpArgs {
+    /// Address blocks of proxies in front of Sluice whose `X-Forwarded-*` and real-IP
+    /// headers are believed (`10.0.0.0/8`, `192.0.2.7`, `::/0`; comma-separated or
+    /// repeated). Kong's `trusted_ips`; default: nobody.
+    #[arg(
+        long = "trusted-ips",
+        value_name = "CIDR",
+        env = "SLUICE_TRUSTED_IPS",
+        value_delimiter = ',',
+        value_parser = sluice_proxy::realip::IpBlock::parse
+    )]
+    pub trusted_ips: Vec<sluice_proxy::realip::IpBlock>,
+    /// Header a trusted proxy names the client in (Kong's `real_ip_header`).
+    #[arg(
+        long = "real-ip-header",
+        value_name = "HEADER",
+        default_value = "X-Real-IP",
+        env = "SLUICE_REAL_IP_HEADER",
+        value_parser = parse_real_ip_header
+    )]
+    pub real_ip_header: http::HeaderName,
+    /// With `--real-ip-header X-Forwarded-For`: skip trusted addresses from the right
+    /// (Kong's `real_ip_recursive`).
+    #[arg(long = "real-ip-recursive", env = "SLUICE_REAL_IP_RECURSIVE")]
+    pub real_ip_recursive: bool,
+}
+
+impl RealIpArgs {
+    pub fn into_trusted_proxies(self) -> sluice_proxy::realip::TrustedProxies {
+        sluice_proxy::realip::TrustedProxies::new(
+            self.trusted_ips,
+            self.real_ip_header,
+            self.real_ip_recursive,
+        )
+    }
+}
+
+fn parse_real_ip_header(text: &str) -> Result<http::HeaderName, String> {
+    if text.eq_ignore_ascii_case("proxy_protocol") {
+        return Err(
+            "the PROXY protocol is not supported: name a header (X-Real-IP, X-Forwarded-For)"
+                .into(),
+        );
+    }
+    http::HeaderName::from_bytes(text.trim().as_bytes())
+        .map_err(|_| format!("{text:?} is not a header name"))
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct LogArgs {
     /// Log format.
@@ -142,8 +195,15 @@ fn main() -> ExitCode {
             listen,
             log,
             dns_resolver,
+            real_ip,
         } => runtime_main(workers, move || {
-            run::run_file(config, listen, log, dns_resolver)
+            run::run_file(
+                config,
+                listen,
+                log,
+                dns_resolver,
+                real_ip.into_trusted_proxies(),
+            )
         }),
         Command::Demo { listen, log } => runtime_main(workers, move || run::run_demo(listen, log)),
         Command::Backend {
@@ -288,5 +348,48 @@ mod tests {
             .filter_map(|a| a.parse().ok())
             .collect();
         assert_eq!(dns_resolver, expected);
+    }
+
+    #[test]
+    fn realip_options_parse_and_refuse_what_sluice_cannot_do() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "run",
+            "--config",
+            "kong.yml",
+            "--trusted-ips",
+            "10.0.0.0/8,192.0.2.7",
+            "--real-ip-header",
+            "X-Forwarded-For",
+            "--real-ip-recursive",
+            "--worker-threads",
+            "1",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::Run { real_ip, .. },
+            worker_threads,
+        }) = cli
+        else {
+            panic!("run did not parse: {cli:?}");
+        };
+        assert_eq!(real_ip.trusted_ips.len(), 2);
+        assert_eq!(real_ip.real_ip_header, "x-forwarded-for");
+        assert!(real_ip.real_ip_recursive);
+        assert_eq!(worker_threads.map(|n| n.get()), Some(1));
+        let trusted = real_ip.into_trusted_proxies();
+        assert!(trusted.is_trusted("10.9.8.7".parse().unwrap()));
+        assert!(!trusted.is_trusted("11.0.0.1".parse().unwrap()));
+
+        for (flag, value, says) in [
+            ("--trusted-ips", "10.0.0.0/40", "prefix length"),
+            ("--real-ip-header", "proxy_protocol", "PROXY protocol"),
+            ("--worker-threads", "0", "0"),
+        ] {
+            let err = Cli::try_parse_from(["sluice", "run", "--config", "k.yml", flag, value])
+                .expect_err("must be refused")
+                .to_string();
+            assert!(err.contains(says), "{flag} {value}: {err}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use sluice_admin::AdminOptions;
+use sluice_proxy::realip::TrustedProxies;
 use sluice_proxy::{Gateway, GatewayOptions};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -49,6 +50,7 @@ pub async fn run_file(
     listen: ListenArgs,
     log: LogArgs,
     dns_resolvers: Vec<SocketAddr>,
+    trusted_proxies: TrustedProxies,
 ) -> anyhow::Result<()> {
     let log_handle = logging::init(log.log_format, log.log_level.as_deref())?;
     let origin = config.display().to_string();
@@ -64,6 +66,7 @@ pub async fn run_file(
         gui: listen.gui_listen,
         token: listen.admin_token,
         dns_resolvers,
+        trusted_proxies,
     };
     serve(
         loaded.config,
@@ -87,6 +90,7 @@ pub async fn run_demo(listen: DemoListenArgs, log: LogArgs) -> anyhow::Result<()
         gui: listen.gui_listen,
         token: None,
         dns_resolvers: Vec::new(),
+        trusted_proxies: TrustedProxies::default(),
     };
     println!(
         "Sluice demo: {} backends for {} upstreams (primary and secondary regions) on loopback.",
@@ -112,6 +116,8 @@ struct Listeners {
     token: Option<String>,
     /// Nameservers for hostname targets (`--dns-resolver`); empty = system configuration.
     dns_resolvers: Vec<SocketAddr>,
+    /// Kong's realip settings (`--trusted-ips` and friends).
+    trusted_proxies: TrustedProxies,
 }
 
 /// Starts the gateway, the Admin API and the status page; reloads on SIGHUP (when the
@@ -138,6 +144,7 @@ async fn serve(
         listen: vec![listen.proxy],
         access_log: log.access_log,
         dns_resolvers: listen.dns_resolvers.clone(),
+        trusted_proxies: listen.trusted_proxies.clone(),
         ..GatewayOptions::default()
     };
     let gateway = Arc::new(Gateway::start(config, options).await?);

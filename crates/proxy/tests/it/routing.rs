@@ -330,3 +330,75 @@ upstreams:
     }
     gw.shutdown().await;
 }
+
+/// Kong's `trusted_ips` / `real_ip_header`: behind a trusted load balancer the client's
+/// address comes from its header and its `X-Forwarded-*` values pass; from an untrusted
+/// peer the same headers are replaced.
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_and_its_forwarded_headers_pass() {
+    use sluice_proxy::GatewayOptions;
+    use sluice_proxy::realip::{IpBlock, TrustedProxies};
+
+    let echo = Backend::start("echo", Behavior::Echo).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: http://{addr}
+    routes:
+      - name: all
+        paths: ["/"]
+"#,
+        addr = echo.addr
+    );
+    let lb_headers = [
+        ("x-forwarded-for", "203.0.113.9, 10.0.0.5"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "shop.example"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-prefix", "/shop"),
+    ];
+
+    // The test client connects from 127.0.0.1: trusted here, with recursive realip
+    // over X-Forwarded-For and 10.0.0.0/8 as the balancers' own block.
+    let options = GatewayOptions {
+        trusted_proxies: TrustedProxies::new(
+            vec![
+                IpBlock::parse("127.0.0.0/8").unwrap(),
+                IpBlock::parse("10.0.0.0/8").unwrap(),
+            ],
+            http::HeaderName::from_static("x-forwarded-for"),
+            true,
+        ),
+        ..GatewayOptions::default()
+    };
+    let trusted = crate::support::gateway_with(&yaml, options).await;
+    let reply = send(&trusted, "GET", "gw.internal", "/cart", &lb_headers, "").await;
+    assert_eq!(reply.status, 200);
+    let head = reply.body.to_ascii_lowercase();
+    assert!(head.contains("x-real-ip: 203.0.113.9\r\n"), "{head}");
+    assert!(
+        head.contains("x-forwarded-for: 203.0.113.9, 10.0.0.5, 127.0.0.1\r\n"),
+        "the list plus the peer, as Kong builds it: {head}"
+    );
+    assert!(head.contains("x-forwarded-proto: https\r\n"), "{head}");
+    assert!(
+        head.contains("x-forwarded-host: shop.example\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("x-forwarded-port: 443\r\n"), "{head}");
+    assert!(head.contains("x-forwarded-prefix: /shop\r\n"), "{head}");
+    trusted.shutdown().await;
+
+    // The default trusts nobody: the same request gets the gateway's own values.
+    let untrusted = gateway(&yaml).await;
+    let reply = send(&untrusted, "GET", "gw.internal", "/cart", &lb_headers, "").await;
+    let head = reply.body.to_ascii_lowercase();
+    assert!(head.contains("x-real-ip: 127.0.0.1\r\n"), "{head}");
+    assert!(head.contains("x-forwarded-proto: http\r\n"), "{head}");
+    assert!(head.contains("x-forwarded-host: gw.internal\r\n"), "{head}");
+    assert!(!head.contains("x-forwarded-prefix"), "{head}");
+    assert!(!head.contains("x-forwarded-port: 443"), "{head}");
+    untrusted.shutdown().await;
+}
