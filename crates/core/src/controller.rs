@@ -815,6 +815,12 @@ impl UpstreamState {
             Some(DecisionKind::PanicExit)
         } else if let Some(event) = &failback {
             Some(event.kind)
+        } else if mode == Mode::Panic
+            && before_mode == Mode::Panic
+            && split_changed
+            && !matches!(cause, Cause::Operator { .. } | Cause::Reload)
+        {
+            Some(DecisionKind::PanicShift)
         } else if split_changed || mode != before_mode {
             Some(match &cause {
                 Cause::Operator { .. } => DecisionKind::Operator,
@@ -867,6 +873,10 @@ impl UpstreamState {
                     DecisionKind::PanicEnter => format!(
                         "every tier below panic threshold {} and short of capacity; after {}",
                         policy.panic_threshold,
+                        cause.describe()
+                    ),
+                    DecisionKind::PanicShift => format!(
+                        "still in panic; split follows the capacity that changed; after {}",
                         cause.describe()
                     ),
                     DecisionKind::PanicExit => {

@@ -16,6 +16,9 @@ pub enum DecisionKind {
     FailbackComplete,
     FailbackAborted,
     PanicEnter,
+    /// In panic mode, the split across tiers changed (capacity came or went without
+    /// ending the panic): neither a failover nor a failback.
+    PanicShift,
     PanicExit,
     Ejection,
     EjectionEnd,
@@ -24,7 +27,7 @@ pub enum DecisionKind {
 }
 
 impl DecisionKind {
-    pub const ALL: [DecisionKind; 12] = [
+    pub const ALL: [DecisionKind; 13] = [
         DecisionKind::Failover,
         DecisionKind::Spill,
         DecisionKind::FailbackStart,
@@ -32,6 +35,7 @@ impl DecisionKind {
         DecisionKind::FailbackComplete,
         DecisionKind::FailbackAborted,
         DecisionKind::PanicEnter,
+        DecisionKind::PanicShift,
         DecisionKind::PanicExit,
         DecisionKind::Ejection,
         DecisionKind::EjectionEnd,
@@ -49,6 +53,7 @@ impl DecisionKind {
             DecisionKind::FailbackComplete => "failback_complete",
             DecisionKind::FailbackAborted => "failback_aborted",
             DecisionKind::PanicEnter => "panic_enter",
+            DecisionKind::PanicShift => "panic_shift",
             DecisionKind::PanicExit => "panic_exit",
             DecisionKind::Ejection => "ejection",
             DecisionKind::EjectionEnd => "ejection_end",

@@ -728,6 +728,57 @@ fn panic_enter_and_exit() {
 }
 
 #[test]
+fn a_split_change_inside_panic_is_a_panic_shift_not_a_failback() {
+    // Four addresses a tier; all down → panic by weight (50/50). One east address back is
+    // 25 % of its tier: still panic, but the split follows health (all to east). That is
+    // neither a failover nor a failback.
+    let spec = upstream(vec![
+        target("10.0.0.1:80", 0, "east", 100),
+        target("10.0.0.2:80", 0, "east", 100),
+        target("10.0.0.3:80", 0, "east", 100),
+        target("10.0.0.4:80", 0, "east", 100),
+        target("10.0.1.1:80", 1, "west", 100),
+        target("10.0.1.2:80", 1, "west", 100),
+        target("10.0.1.3:80", 1, "west", 100),
+        target("10.0.1.4:80", 1, "west", 100),
+    ]);
+    let h = check(
+        spec,
+        "
+        at 0.5s down 10.0.0.1:80
+        at 0.5s down 10.0.0.2:80
+        at 0.5s down 10.0.0.3:80
+        at 0.5s down 10.0.0.4:80
+        at 0.5s down 10.0.1.1:80
+        at 0.5s down 10.0.1.2:80
+        at 0.5s down 10.0.1.3:80
+        at 0.5s down 10.0.1.4:80
+        run 3s
+        at 3.5s up 10.0.0.1:80
+        run 6s
+        ",
+        "
+        2s health 10.0.0.1:80 unhealthy
+        2s health 10.0.0.2:80 unhealthy
+        2s spill 100/0 -> 70/30 FailedOver
+        2s health 10.0.0.3:80 unhealthy
+        2s spill 70/30 -> 35/65 FailedOver
+        2s health 10.0.0.4:80 unhealthy
+        2s failover 35/65 -> 0/100 FailedOver
+        2s health 10.0.1.1:80 unhealthy
+        2s health 10.0.1.2:80 unhealthy
+        2s health 10.0.1.3:80 unhealthy
+        2s panic_enter 0/100 -> 0/100 Panic
+        2s health 10.0.1.4:80 unhealthy
+        2s panic_shift 0/100 -> 50/50 Panic
+        5s health 10.0.0.1:80 healthy
+        5s panic_shift 50/50 -> 100/0 Panic
+        ",
+    );
+    assert_eq!(snapshot(&h).mode, Mode::Panic);
+}
+
+#[test]
 fn kong_threshold_makes_the_upstream_unavailable() {
     let mut spec = two_regions();
     spec.healthchecks.threshold = 60.0;
