@@ -92,8 +92,8 @@ pub const UPSTREAM_KEYS: &[&str] = &[
 
 /// How long a keep-alive probe connection is reused when `probe-keepalive-max-age` is not
 /// set. A reused connection cannot see a stopped listener or a full accept queue (see
-/// docs/health-checks.md), so every connection is replaced after this long: such a fault
-/// is then noticed within 30 s plus Kong's usual threshold. At a 1 s interval that is one
+/// docs/configuration.md, "Keep-alive probes"), so every connection is replaced after
+/// this long: such a fault is then noticed within 30 s plus Kong's usual threshold. At a 1 s interval that is one
 /// fresh connect per 30 probes, about 1 µs of CPU per probe on average (a loopback
 /// connect costs ~31 µs, BENCHMARKS.md), so the bound is nearly free.
 pub const DEFAULT_PROBE_KEEPALIVE_MAX_AGE: Duration = Duration::from_secs(30);

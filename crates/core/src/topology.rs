@@ -80,7 +80,8 @@ pub struct ActiveHealthCheck {
     /// Sluice extension (`sluice:probe-keepalive`): `None` is Kong's behaviour, a new
     /// connection per probe; `Some(max_age)` reuses one connection per address for at
     /// most `max_age`, after which the next probe opens a fresh one (so a stopped
-    /// listener or a full accept queue is still noticed; see docs/health-checks.md).
+    /// listener or a full accept queue is still noticed; see docs/configuration.md,
+    /// "Keep-alive probes").
     pub keepalive: Option<Duration>,
 }
 
