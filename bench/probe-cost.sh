@@ -179,9 +179,9 @@ run_case() { # $1 = on|off
     if [ -n "$perf_pid" ] && [ -f "$work/perf.data" ]; then
         {
             echo "# perf record -F 999 -g -p <sluice pid> during the measured window; perf report --no-children"
-            perf report -i "$work/perf.data" --no-children --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8
-            perf report -i "$work/perf.data" --no-children --sort sym -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | grep '%' | head -40
-        } > "$OUT/perf.txt"
+            perf report -i "$work/perf.data" --no-children --sort dso -g none 2>/dev/null | grep '%' | head -8
+            perf report -i "$work/perf.data" --no-children --sort sym -g none 2>/dev/null | grep '%' | head -40
+        } > "$OUT/perf.txt" || true  # `head` closing the pipe is not a failure
     fi
     python3 - "$mode" "$t0" "$t1" "$CLK_TCK" "$MEASURED" "$p0" "$p1" "$f0" "$f1" "$rss" "$hwm" <<'EOF' | tee -a "$OUT/summary.txt"
 import sys
