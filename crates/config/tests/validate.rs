@@ -475,7 +475,11 @@ fn probe_keepalive_tags_set_the_active_check_connection_mode() {
         );
         parse(&text, "k").map(|loaded| loaded.config.upstreams[0].healthchecks.active.keepalive)
     };
-    assert_eq!(upstream("region:x").ok(), Some(None), "Kong's mode by default");
+    assert_eq!(
+        upstream("region:x").ok(),
+        Some(None),
+        "Kong's mode by default"
+    );
     assert_eq!(
         upstream("\"sluice:probe-keepalive=on\"").ok(),
         Some(Some(Duration::from_secs(30))),

@@ -1465,7 +1465,9 @@ fn addresses_remember_the_dns_record_type_they_came_from() {
     ]);
     let mut h = Harness::new(spec, &[]);
     let answer = |addr: &str, weight: Option<u32>| ResolvedAddress {
-        addr: addr.parse().unwrap_or_else(|_| panic!("bad address {addr}")),
+        addr: addr
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address {addr}")),
         weight,
     };
     h.apply(Event::Resolved {
