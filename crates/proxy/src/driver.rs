@@ -114,6 +114,14 @@ struct KeptConnections {
 }
 
 impl KeptConnections {
+    /// Close a kept connection of an address now probed in Kong's mode. Cheap when
+    /// nothing is kept (the common case: no upstream uses keep-alive).
+    fn drop_if_any(&mut self, upstream: &Arc<str>, addr: SocketAddr) {
+        if !self.idle.is_empty() {
+            self.idle.remove(&(upstream.clone(), addr));
+        }
+    }
+
     fn take(&mut self, key: &(Arc<str>, SocketAddr)) -> Option<Kept> {
         self.idle.remove(key).map(|(kept, _)| kept)
     }
@@ -345,7 +353,12 @@ impl Core {
             // future (socket, buffers, TLS state) exists only while it runs. With
             // thousands of targets due at once, inline futures cost megabytes idle.
             let outcome = match check.keepalive {
-                None => Box::pin(probe::probe(address.addr, &check, &host)).await,
+                None => {
+                    // The upstream may have switched keep-alive off in a reload: close
+                    // what it kept rather than hold the sockets until process exit.
+                    core.kept().drop_if_any(&upstream, address.addr);
+                    Box::pin(probe::probe(address.addr, &check, &host)).await
+                }
                 Some(max_age) => {
                     let key = (upstream.clone(), address.addr);
                     let kept = core.kept().take(&key);

@@ -204,9 +204,9 @@ async fn chunked_bodies_are_read_whole_and_the_connection_reused() {
 }
 
 #[tokio::test]
-async fn a_body_framed_by_content_length_across_writes_is_read_whole() {
-    // A body in several TCP segments would desynchronise a reader that stops early: the
-    // next probe would read "...xxxx" as its status line and fail.
+async fn a_body_larger_than_the_read_buffer_is_read_whole() {
+    // The body takes several reads of the probe's 4 KiB buffer; a reader that stopped
+    // early would leave "xxxx..." to be read as the next probe's status line.
     let body = "x".repeat(20_000);
     let reply = format!(
         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
