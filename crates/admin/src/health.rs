@@ -62,10 +62,15 @@ fn target_health(target: &TargetSpec, addresses: &[&AddressView], checks_on: boo
     }
 }
 
-/// Kong's `dns` field: the record type the addresses came from. Literal IPs and
-/// hostnames resolved through A/AAAA both read "A" in Kong; the snapshot does not say
-/// whether an address came from SRV, so Sluice always reports "A".
-const DNS_RECORD_KIND: &str = "A";
+/// Kong's `dns` field: the type of the record the target's addresses came from, as
+/// Kong reports its first record: `A` or `AAAA` for a name resolved through those
+/// records and for an IPv4 or IPv6 literal (Kong's DNS client answers a literal with a
+/// synthetic record of its family), `SRV` for an SRV answer. A target with no address
+/// reads `unknown`: Kong shows the DNS error text there, which the snapshot does not
+/// carry (docs/kong-compatibility.md).
+fn dns_source(addresses: &[&AddressView]) -> &'static str {
+    addresses.first().map_or("unknown", |a| a.dns.as_str())
+}
 
 fn addresses_of(snapshot: Option<&UpstreamSnapshot>, target_index: usize) -> Vec<&AddressView> {
     snapshot
@@ -102,7 +107,7 @@ pub(crate) async fn upstream_health(
                 json!({
                     "host": target.host,
                     "port": target.port,
-                    "dns": DNS_RECORD_KIND,
+                    "dns": dns_source(&addresses),
                     "nodeWeight": target.weight,
                     "weight": weight_summary(&addresses),
                     "addresses": addresses.iter().map(|a| json!({
@@ -158,7 +163,7 @@ pub(crate) async fn upstream_health(
                     json!({
                         "host": target.host,
                         "port": target.port,
-                        "dns": DNS_RECORD_KIND,
+                        "dns": dns_source(&addresses),
                         "nodeWeight": target.weight,
                         "weight": weight_summary(&addresses),
                         "addresses": addresses.iter().map(|a| json!({
@@ -281,6 +286,7 @@ mod tests {
             health,
             unavailable: None,
             load: std::sync::Arc::default(),
+            dns: sluice_core::snapshot::DnsRecord::A,
         }
     }
 

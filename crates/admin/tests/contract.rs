@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use insta::assert_json_snapshot;
 use serde_json::{Value, json};
 use sluice_admin::{AdminOptions, Control, gui_router, router};
+use sluice_core::snapshot::DnsRecord;
 use tower::ServiceExt;
 
 use common::{FakeControl, HealthCall, SOURCE};
@@ -899,4 +900,29 @@ async fn gui_serves_a_self_contained_page_and_guards_the_data() {
     let post_page = send(&app, authed(Method::POST, "/")).await;
     assert_eq!(post_page.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(post_page.json(), json!({"message": "Method not allowed"}));
+}
+
+/// Kong's `data.dns` is the type of the record a target's addresses came from (`A` and
+/// `AAAA` also for IP literals, `SRV` for SRV answers), not always "A".
+#[tokio::test]
+async fn upstream_health_reports_the_dns_record_type_of_each_target() {
+    let fake = FakeControl::new(false);
+    fake.state().dns_overrides = vec![(1, DnsRecord::Srv), (2, DnsRecord::Aaaa)];
+    let app = app(&fake);
+    let health = get(&app, "/upstreams/api-up/health").await.json();
+    let dns: Vec<&str> = health["data"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t["data"]["dns"].as_str().expect("dns is a string"))
+        .collect();
+    assert_eq!(dns, ["A", "SRV", "AAAA", "A"]);
+    let balancer = get(&app, "/upstreams/api-up/health?balancer_health=1")
+        .await
+        .json();
+    let hosts = balancer["data"]["details"]["hosts"]
+        .as_array()
+        .expect("hosts");
+    assert_eq!(hosts[1]["dns"], "SRV");
+    assert_eq!(hosts[2]["dns"], "AAAA");
 }

@@ -7,7 +7,8 @@
 //! (a comma would make Kong reject the file):
 //!
 //! - targets: `region:<name>` and `tier:<0..255>`;
-//! - upstreams: `sluice:<key>=<value>` for the failover policy (see [`UPSTREAM_KEYS`]);
+//! - upstreams: `sluice:<key>=<value>` for the failover policy and the active-probe
+//!   connection mode (see [`UPSTREAM_KEYS`]);
 //! - routes: `sluice:hedge-after=50ms`, `sluice:retry-on=502|503`.
 //!
 //! Durations are `<number><unit>` with unit `ms`, `s`, `m` or `h` (`250ms`, `1.5s`);
@@ -15,7 +16,7 @@
 
 use std::time::Duration;
 
-use sluice_core::topology::FailoverPolicy;
+use sluice_core::topology::{ActiveHealthCheck, FailoverPolicy};
 
 use crate::decode::Sp;
 use crate::diagnostic::Sink;
@@ -85,7 +86,17 @@ pub const UPSTREAM_KEYS: &[&str] = &[
     "retry-budget",
     "retry-budget-min",
     "retry-budget-window",
+    "probe-keepalive",
+    "probe-keepalive-max-age",
 ];
+
+/// How long a keep-alive probe connection is reused when `probe-keepalive-max-age` is not
+/// set. A reused connection cannot see a stopped listener or a full accept queue (see
+/// docs/configuration.md, "Keep-alive probes"), so every connection is replaced after
+/// this long: such a fault is then noticed within 30 s plus Kong's usual threshold. At a 1 s interval that is one
+/// fresh connect per 30 probes, about 1 µs of CPU per probe on average (a loopback
+/// connect costs ~31 µs, BENCHMARKS.md), so the bound is nearly free.
+pub const DEFAULT_PROBE_KEEPALIVE_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// Keys accepted on routes.
 pub const ROUTE_KEYS: &[&str] = &["hedge-after", "retry-on"];
@@ -142,13 +153,17 @@ fn parse_count(text: &str) -> Result<u32, String> {
         .map_err(|_| format!("'{text}' is not a non-negative integer"))
 }
 
-/// Applies `sluice:` tags of an upstream to its failover policy. Unknown keys and bad
-/// values are errors at the tag's position.
+/// Applies `sluice:` tags of an upstream to its failover policy and active check. Unknown
+/// keys and bad values are errors at the tag's position.
 pub(crate) fn apply_upstream_tags(
     sink: &mut Sink,
     tags: &[Sp<String>],
     policy: &mut FailoverPolicy,
+    active: &mut ActiveHealthCheck,
 ) {
+    // The two keep-alive keys may come in either order; combined after the loop.
+    let mut keepalive = false;
+    let mut keepalive_max_age = None;
     for tag in tags {
         let Some((key, value)) = sluice_tag(&tag.value) else {
             continue;
@@ -196,6 +211,15 @@ pub(crate) fn apply_upstream_tags(
             "retry-budget" => parse_share(value).map(|v| policy.retry_budget.ratio = v),
             "retry-budget-min" => parse_count(value).map(|v| policy.retry_budget.min_per_sec = v),
             "retry-budget-window" => parse_duration(value).map(|v| policy.retry_budget.window = v),
+            "probe-keepalive" => parse_switch(value).map(|v| keepalive = v),
+            "probe-keepalive-max-age" => parse_duration(value).and_then(|v| {
+                if v.is_zero() {
+                    Err("a zero age would reconnect on every probe; use probe-keepalive=off".into())
+                } else {
+                    keepalive_max_age = Some(v);
+                    Ok(())
+                }
+            }),
             _ => {
                 unknown_key(sink, tag, key, UPSTREAM_KEYS, "upstream");
                 continue;
@@ -205,6 +229,8 @@ pub(crate) fn apply_upstream_tags(
             bad_value(sink, tag, key, &problem);
         }
     }
+    active.keepalive =
+        keepalive.then(|| keepalive_max_age.unwrap_or(DEFAULT_PROBE_KEEPALIVE_MAX_AGE));
     if policy.failback_hold_down_max < policy.failback_hold_down {
         // Keep the engine's invariant (max ≥ base) rather than reject: a user who only
         // raised `hold-down` meant "at least this long".
@@ -294,14 +320,15 @@ fn bad_value(sink: &mut Sink, tag: &Sp<String>, key: &str, problem: &str) {
         | "outlier-window"
         | "outlier-base-ejection"
         | "outlier-max-ejection"
-        | "retry-budget-window" => "a duration such as 250ms, 10s or 2m",
+        | "retry-budget-window"
+        | "probe-keepalive-max-age" => "a duration such as 250ms, 10s or 2m",
         "panic-threshold"
         | "ramp-start"
         | "ramp-abort-error-rate"
         | "outlier-failure-rate"
         | "outlier-max-ejected"
         | "retry-budget" => "a share such as 0.05 or 5%",
-        "adaptive-weights" | "outlier" => "on or off",
+        "adaptive-weights" | "outlier" | "probe-keepalive" => "on or off",
         "retry-on" => "statuses separated by '|', e.g. 502|503|504",
         "overprovisioning" => "a factor from 1.0 to 10.0, e.g. 1.4",
         _ => "a non-negative integer",

@@ -467,6 +467,37 @@ fn documented_tier_example_gets_the_documented_tiers() {
     assert_eq!(orders.failback_ramp, Duration::from_secs(20));
 }
 
+#[test]
+fn probe_keepalive_tags_set_the_active_check_connection_mode() {
+    let upstream = |tags: &str| {
+        let text = format!(
+            "_format_version: \"3.0\"\nupstreams:\n  - name: u\n    tags: [{tags}]\n    targets: [{{target: \"10.0.0.1:80\"}}]\n"
+        );
+        parse(&text, "k").map(|loaded| loaded.config.upstreams[0].healthchecks.active.keepalive)
+    };
+    assert_eq!(
+        upstream("region:x").ok(),
+        Some(None),
+        "Kong's mode by default"
+    );
+    assert_eq!(
+        upstream("\"sluice:probe-keepalive=on\"").ok(),
+        Some(Some(Duration::from_secs(30))),
+        "the default max age"
+    );
+    assert_eq!(
+        upstream("\"sluice:probe-keepalive-max-age=5m\", \"sluice:probe-keepalive=on\"").ok(),
+        Some(Some(Duration::from_secs(300))),
+        "keys in any order"
+    );
+    assert_eq!(
+        upstream("\"sluice:probe-keepalive=off\", \"sluice:probe-keepalive-max-age=5m\"").ok(),
+        Some(None)
+    );
+    assert!(upstream("\"sluice:probe-keepalive=yes please\"").is_err());
+    assert!(upstream("\"sluice:probe-keepalive-max-age=0s\"").is_err());
+}
+
 /// A file the size of a large Kong installation: 1,000 services with a route each, 1,000
 /// upstreams with 5 targets each (about 16,000 lines, 570 kB).
 fn large_config() -> String {

@@ -53,6 +53,7 @@ fn snapshot(algorithm: Algorithm, n: u32) -> UpstreamSnapshot {
                 health: HealthStatus::Healthy,
                 unavailable: None,
                 load,
+                dns: sluice_core::snapshot::DnsRecord::A,
             }
         })
         .collect();

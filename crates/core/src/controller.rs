@@ -64,7 +64,7 @@ use crate::health::{AddressHealth, HealthCounters, HealthState};
 use crate::load::AddressLoad;
 use crate::outlier::{self, OutlierDetector};
 use crate::snapshot::{
-    AddressKey, AddressView, HealthStatus, Mode, TierView, Unavailable, UpstreamSnapshot,
+    AddressKey, AddressView, DnsRecord, HealthStatus, Mode, TierView, Unavailable, UpstreamSnapshot,
 };
 use crate::time::{Duration, Instant};
 use crate::topology::{ActiveHealthCheck, Algorithm, TargetSpec, UpstreamSpec};
@@ -203,6 +203,7 @@ struct AddressState {
     available_since: Option<Instant>,
     was_available: bool,
     next_probe: Option<Instant>,
+    dns: DnsRecord,
 }
 
 #[derive(Debug)]
@@ -627,12 +628,15 @@ impl UpstreamState {
                         available_since: if no_slow_start { None } else { Some(now) },
                         was_available: true,
                         next_probe: None,
+                        dns: DnsRecord::of(key.addr, answer.weight.is_some()),
                     });
                 let fresh = state.next_probe.is_none();
                 state.target_index = index as u32;
                 state.weight = weight;
                 state.tier = target.spec.tier;
                 state.region = target.spec.region.clone();
+                // SRV answers carry a weight (0 mapped to 1), A/AAAA answers none.
+                state.dns = DnsRecord::of(state.key.addr, answer.weight.is_some());
                 if weight == 0 {
                     state.next_probe = None;
                 } else if fresh {
@@ -1007,6 +1011,7 @@ impl UpstreamState {
                 health,
                 unavailable,
                 load: a.load.clone(),
+                dns: a.dns,
             });
         }
         self.weights_refresh_at = refresh_at;

@@ -59,6 +59,41 @@ pub struct AddressView {
     pub unavailable: Option<Unavailable>,
     /// Live in-flight count and latency EWMA, shared with the data plane across snapshots.
     pub load: Arc<AddressLoad>,
+    /// The DNS record type the address came from (Kong's `dns` in the health endpoint).
+    pub dns: DnsRecord,
+}
+
+/// The DNS record type an address came from. Kong's DNS client answers an IP literal
+/// with a synthetic record of its family, so an IPv4 target reads `A` and an IPv6 target
+/// `AAAA`, as a name resolved through those records does; SRV answers read `SRV`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DnsRecord {
+    A,
+    Aaaa,
+    Srv,
+}
+
+impl DnsRecord {
+    /// The record type of `addr` when it came from an A/AAAA answer or an IP literal
+    /// (`from_srv` false), else `Srv`.
+    pub fn of(addr: std::net::SocketAddr, from_srv: bool) -> DnsRecord {
+        if from_srv {
+            DnsRecord::Srv
+        } else if addr.is_ipv6() {
+            DnsRecord::Aaaa
+        } else {
+            DnsRecord::A
+        }
+    }
+
+    /// The name Kong reports (`dns_client` type names without `TYPE_`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsRecord::A => "A",
+            DnsRecord::Aaaa => "AAAA",
+            DnsRecord::Srv => "SRV",
+        }
+    }
 }
 
 impl AddressView {

@@ -77,6 +77,12 @@ pub struct ActiveHealthCheck {
     pub unhealthy_tcp_failures: u8,
     pub unhealthy_timeouts: u8,
     pub unhealthy_http_failures: u8,
+    /// Sluice extension (`sluice:probe-keepalive`): `None` is Kong's behaviour, a new
+    /// connection per probe; `Some(max_age)` reuses one connection per address for at
+    /// most `max_age`, after which the next probe opens a fresh one (so a stopped
+    /// listener or a full accept queue is still noticed; see docs/configuration.md,
+    /// "Keep-alive probes").
+    pub keepalive: Option<Duration>,
 }
 
 /// Kong's `healthchecks.passive`, defaults applied.
@@ -131,6 +137,7 @@ impl Default for HealthChecks {
                 unhealthy_tcp_failures: 0,
                 unhealthy_timeouts: 0,
                 unhealthy_http_failures: 0,
+                keepalive: None,
             },
             passive: PassiveHealthCheck {
                 healthy_http_statuses: vec![

@@ -8,7 +8,8 @@
 //! resulting actions:
 //! - `Publish`/`Remove`: store into the per-upstream `ArcSwap` the hot path reads;
 //! - `Probe`: spawn an active probe (bounded by the check's `concurrency`), report
-//!   `ProbeCompleted`;
+//!   `ProbeCompleted`; in the keep-alive probe mode the probe borrows its address's kept
+//!   connection from [`KeptConnections`] and returns it when it stays usable;
 //! - `Resolve`: spawn a DNS lookup, report `Resolved`;
 //! - `HealthChanged`/`Decision`: a log line and the metrics hook.
 //!
@@ -16,6 +17,7 @@
 //! gateway's start ([`Clock`]), derived from tokio's clock so paused-clock tests work.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,6 +30,7 @@ use crate::dns::Dns;
 use crate::headers::host_header_for;
 use crate::metrics::Metrics;
 use crate::probe;
+use crate::probe_keepalive::{self, Kept};
 use crate::runtime::Slots;
 
 /// Capacity of the event channel from the data plane. Attempt reports are dropped (and
@@ -92,6 +95,49 @@ impl EventSink {
     }
 }
 
+/// How often idle kept probe connections are swept for ones past their max age. An
+/// entry outlives its usefulness only when its address stopped being probed (removed
+/// from the topology, or no probes while healthy); a minute of delay in closing such a
+/// connection costs one idle socket, and sweeping rarely keeps the O(n) scan off the
+/// per-probe path.
+const KEPT_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Keep-alive probe connections between probes: at most one per (upstream, address), so
+/// memory is bounded by the number of probed addresses. A probe takes its address's
+/// connection out and puts it back when it stays usable, so concurrent probes of one
+/// address never share a connection (the second one opens its own; the later put-back
+/// replaces the earlier).
+#[derive(Debug)]
+struct KeptConnections {
+    idle: HashMap<(Arc<str>, SocketAddr), (Kept, tokio::time::Instant)>,
+    next_sweep: tokio::time::Instant,
+}
+
+impl KeptConnections {
+    /// Close a kept connection of an address now probed in Kong's mode. Cheap when
+    /// nothing is kept (the common case: no upstream uses keep-alive).
+    fn drop_if_any(&mut self, upstream: &Arc<str>, addr: SocketAddr) {
+        if !self.idle.is_empty() {
+            self.idle.remove(&(upstream.clone(), addr));
+        }
+    }
+
+    fn take(&mut self, key: &(Arc<str>, SocketAddr)) -> Option<Kept> {
+        self.idle.remove(key).map(|(kept, _)| kept)
+    }
+
+    /// Keep `kept` until it is `max_age` old (it is never reused after that).
+    fn put(&mut self, key: (Arc<str>, SocketAddr), kept: Kept, max_age: Duration) {
+        let now = tokio::time::Instant::now();
+        let expires = kept.opened() + max_age;
+        self.idle.insert(key, (kept, expires));
+        if now >= self.next_sweep {
+            self.idle.retain(|_, (_, expires)| *expires > now);
+            self.next_sweep = now + KEPT_SWEEP_EVERY;
+        }
+    }
+}
+
 /// An upstream's probe concurrency and the semaphore enforcing it.
 type ProbeLimit = (u32, Arc<Semaphore>);
 
@@ -107,6 +153,7 @@ pub struct Core {
     results: mpsc::Sender<Event>,
     wake: Notify,
     probe_limits: Mutex<HashMap<Arc<str>, ProbeLimit>>,
+    kept: Mutex<KeptConnections>,
     /// Upstreams whose gRPC probe type was downgraded to a TCP connect (logged once each).
     downgraded: Mutex<Vec<Arc<str>>>,
 }
@@ -140,6 +187,10 @@ impl Core {
             results: tx,
             wake: Notify::new(),
             probe_limits: Mutex::new(HashMap::new()),
+            kept: Mutex::new(KeptConnections {
+                idle: HashMap::new(),
+                next_sweep: tokio::time::Instant::now() + KEPT_SWEEP_EVERY,
+            }),
             downgraded: Mutex::new(Vec::new()),
         });
         (core, rx)
@@ -252,6 +303,10 @@ impl Core {
         }
     }
 
+    fn kept(&self) -> MutexGuard<'_, KeptConnections> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn probe_semaphore(&self, upstream: &Arc<str>, concurrency: u32) -> Arc<Semaphore> {
         let permits = concurrency.max(1);
         let mut limits = self.probe_limits.lock().unwrap_or_else(|p| p.into_inner());
@@ -297,7 +352,30 @@ impl Core {
             // Boxed so that a probe waiting for its permit is a small task: the probe
             // future (socket, buffers, TLS state) exists only while it runs. With
             // thousands of targets due at once, inline futures cost megabytes idle.
-            let outcome = Box::pin(probe::probe(address.addr, &check, &host)).await;
+            let outcome = match check.keepalive {
+                None => {
+                    // The upstream may have switched keep-alive off in a reload: close
+                    // what it kept rather than hold the sockets until process exit.
+                    core.kept().drop_if_any(&upstream, address.addr);
+                    Box::pin(probe::probe(address.addr, &check, &host)).await
+                }
+                Some(max_age) => {
+                    let key = (upstream.clone(), address.addr);
+                    let kept = core.kept().take(&key);
+                    let (outcome, kept) = Box::pin(probe_keepalive::probe(
+                        address.addr,
+                        &check,
+                        &host,
+                        max_age,
+                        kept,
+                    ))
+                    .await;
+                    if let Some(kept) = kept {
+                        core.kept().put(key, kept, max_age);
+                    }
+                    outcome
+                }
+            };
             core.metrics.on_probe(&upstream, &address, outcome);
             let _ = core
                 .results

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod metrics;
 pub mod pool;
 pub mod probe;
+pub mod probe_keepalive;
 pub mod proxy;
 pub mod realip;
 pub mod record;

@@ -16,6 +16,9 @@
 //!   counts as healthy); the config check warns about it and the driver logs it once per
 //!   upstream ([`falls_back_to_tcp`]).
 //!
+//! This is Kong's connection mode, the default. The opt-in keep-alive mode, which reuses
+//! one connection per address, is [`crate::probe_keepalive`].
+//!
 //! Outcomes, per Kong: a connect that does not finish in time is a `Timeout`, a refused
 //! one a `TcpFailure`; **any** failed TLS handshake — a rejected certificate, a protocol
 //! mismatch, or one that does not finish in time — is a `TcpFailure`; a send or status
@@ -31,6 +34,7 @@ use sluice_core::topology::{ActiveHealthCheck, ProbeType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
+use tokio_rustls::client::TlsStream;
 
 use crate::tls;
 
@@ -57,7 +61,12 @@ pub async fn probe(addr: SocketAddr, check: &ActiveHealthCheck, host_header: &st
         ProbeType::Tcp | ProbeType::Grpc | ProbeType::Grpcs => ProbeOutcome::TcpSuccess,
         ProbeType::Http => {
             let _ = stream.set_nodelay(true);
-            exchange(stream, deadline, &build_request(check, host_header)).await
+            exchange(
+                stream,
+                deadline,
+                &build_request(check, host_header, HttpVersion::Kong),
+            )
+            .await
         }
         // Boxed: TLS session state is kilobytes, and keeping it out of line keeps the
         // `http` and `tcp` probe futures (the common case) small.
@@ -72,12 +81,31 @@ async fn https_exchange(
     check: &ActiveHealthCheck,
     host_header: &str,
 ) -> ProbeOutcome {
+    let Some(tls_stream) = tls_handshake(stream, deadline, check, host_header).await else {
+        return ProbeOutcome::TcpFailure;
+    };
+    exchange(
+        tls_stream,
+        deadline,
+        &build_request(check, host_header, HttpVersion::Kong),
+    )
+    .await
+}
+
+/// The TLS handshake of an `https` probe (both connection modes), before `deadline`.
+/// `None` when it fails in any way: Kong reports every failed `sslhandshake`, timeouts
+/// included, as a tcp failure.
+pub(crate) async fn tls_handshake(
+    stream: TcpStream,
+    deadline: Instant,
+    check: &ActiveHealthCheck,
+    host_header: &str,
+) -> Option<TlsStream<TcpStream>> {
     let _ = stream.set_nodelay(true);
     let sni = check
         .https_sni
         .as_deref()
         .unwrap_or_else(|| host_without_port(host_header));
-    // Kong reports every failed `sslhandshake`, timeouts included, as a tcp failure.
     // That covers a name rustls cannot present and a first-use trust store load that
     // outlasts the deadline: the handshake never started in time.
     let handshake = async {
@@ -86,10 +114,7 @@ async fn https_exchange(
             .ok()?;
         connector.connect(stream).await.ok()
     };
-    let Ok(Some(tls_stream)) = timeout_at(deadline, handshake).await else {
-        return ProbeOutcome::TcpFailure;
-    };
-    exchange(tls_stream, deadline, &build_request(check, host_header)).await
+    timeout_at(deadline, handshake).await.ok().flatten()
 }
 
 /// Send `request`, then read and classify the status line, all before `deadline`.
@@ -134,13 +159,30 @@ fn host_without_port(host: &str) -> &str {
     }
 }
 
-fn build_request(check: &ActiveHealthCheck, host_header: &str) -> String {
+/// Which request line and connection header a probe sends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HttpVersion {
+    /// Kong's: `HTTP/1.0` and `Connection: close`, one connection per probe.
+    Kong,
+    /// The keep-alive mode's: `HTTP/1.1` and `Connection: keep-alive`.
+    KeepAlive,
+}
+
+pub(crate) fn build_request(
+    check: &ActiveHealthCheck,
+    host_header: &str,
+    version: HttpVersion,
+) -> String {
     let path = if check.http_path.starts_with('/') {
         check.http_path.as_str()
     } else {
         "/"
     };
-    let mut request = format!("GET {path} HTTP/1.0\r\nHost: {host_header}\r\n");
+    let (line_end, connection) = match version {
+        HttpVersion::Kong => ("HTTP/1.0", "close"),
+        HttpVersion::KeepAlive => ("HTTP/1.1", "keep-alive"),
+    };
+    let mut request = format!("GET {path} {line_end}\r\nHost: {host_header}\r\n");
     for (name, values) in &check.headers {
         for value in values {
             // Header text comes from validated config; CR/LF would split the request,
@@ -154,7 +196,9 @@ fn build_request(check: &ActiveHealthCheck, host_header: &str) -> String {
             request.push_str("\r\n");
         }
     }
-    request.push_str("Connection: close\r\nUser-Agent: sluice-healthcheck\r\n\r\n");
+    request.push_str("Connection: ");
+    request.push_str(connection);
+    request.push_str("\r\nUser-Agent: sluice-healthcheck\r\n\r\n");
     request
 }
 
@@ -187,7 +231,7 @@ async fn read_status<S: AsyncRead + Unpin>(stream: &mut S) -> ProbeOutcome {
 /// backend answered, but not with HTTP). A code outside every status list, however
 /// large, is ignored by the classifier, so an overlong one saturates rather than
 /// wrapping into a listed code.
-fn parse_status_line(line: &[u8]) -> ProbeOutcome {
+pub(crate) fn parse_status_line(line: &[u8]) -> ProbeOutcome {
     const INVALID: ProbeOutcome = ProbeOutcome::Status(0);
     let Some((scheme, rest)) = line.split_at_checked(5) else {
         return INVALID;
@@ -306,9 +350,13 @@ mod tests {
         let mut check = sluice_core::topology::HealthChecks::default().active;
         check.http_path = "/status".into();
         check.headers = vec![("x-probe".into(), vec!["1".into(), "bad\r\nx: y".into()])];
-        let request = build_request(&check, "api.internal:8080");
+        let request = build_request(&check, "api.internal:8080", HttpVersion::Kong);
         assert!(request.starts_with("GET /status HTTP/1.0\r\nHost: api.internal:8080\r\n"));
         assert!(request.contains("x-probe: 1\r\n"));
+        assert!(request.contains("Connection: close\r\n"));
         assert!(!request.contains("x: y"), "CR/LF values are dropped");
+        let request = build_request(&check, "api.internal:8080", HttpVersion::KeepAlive);
+        assert!(request.starts_with("GET /status HTTP/1.1\r\nHost: api.internal:8080\r\n"));
+        assert!(request.contains("Connection: keep-alive\r\n"));
     }
 }

@@ -760,6 +760,7 @@ mod tests {
                     health: HealthStatus::Healthy,
                     unavailable,
                     load: Arc::new(AddressLoad::default()),
+                    dns: sluice_core::snapshot::DnsRecord::A,
                 });
             }
             tiers.push(TierView {

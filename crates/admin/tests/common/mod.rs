@@ -24,7 +24,7 @@ use sluice_config::model::{
 use sluice_core::decision::{DecisionKind, DecisionRecord, TierShare};
 use sluice_core::load::AddressLoad;
 use sluice_core::snapshot::{
-    AddressKey, AddressView, HealthStatus, Mode, TierView, Unavailable, UpstreamSnapshot,
+    AddressKey, AddressView, DnsRecord, HealthStatus, Mode, TierView, Unavailable, UpstreamSnapshot,
 };
 use sluice_core::time::Instant;
 use sluice_core::topology::{
@@ -249,6 +249,7 @@ fn address(
         health,
         unavailable,
         load: Arc::new(load),
+        dns: DnsRecord::of(addr, false),
     }
 }
 
@@ -396,6 +397,9 @@ pub struct State {
     pub health_calls: Vec<HealthCall>,
     pub faults: Vec<(String, String, Fault)>,
     pub apply_calls: usize,
+    /// Addresses of `api-up` (by position) reported as having come from another DNS
+    /// record type than their IP family's.
+    pub dns_overrides: Vec<(usize, DnsRecord)>,
 }
 
 /// The fake gateway. Cheap to clone; clones share state.
@@ -429,6 +433,7 @@ impl FakeControl {
                 (BACKUP.into(), "us-east".into(), Fault::None),
             ],
             apply_calls: 0,
+            dns_overrides: Vec::new(),
         }));
         let demo = with_demo.then(|| FakeDemo {
             state: state.clone(),
@@ -496,7 +501,17 @@ impl Control for FakeControl {
     }
 
     fn upstream_snapshots(&self) -> Vec<Arc<UpstreamSnapshot>> {
-        snapshots(lock(&self.state).scenario)
+        let state = lock(&self.state);
+        let mut all = snapshots(state.scenario);
+        if let Some(api) = all.iter_mut().find(|s| &*s.name == "api-up") {
+            let api = Arc::make_mut(api);
+            for &(index, dns) in &state.dns_overrides {
+                if let Some(address) = api.addresses.get_mut(index) {
+                    address.dns = dns;
+                }
+            }
+        }
+        all
     }
 
     fn address_health(&self, upstream: &str) -> Option<Vec<AddressHealth>> {

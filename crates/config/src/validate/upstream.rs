@@ -108,7 +108,7 @@ pub(super) fn upstream(sink: &mut Sink, raw: &RawUpstream, ids: &mut IdRegistry)
             "Sluice resolves A/AAAA records only",
         );
     }
-    let healthchecks = raw
+    let mut healthchecks = raw
         .healthchecks
         .as_ref()
         .map(|hc| healthchecks(sink, hc))
@@ -116,7 +116,12 @@ pub(super) fn upstream(sink: &mut Sink, raw: &RawUpstream, ids: &mut IdRegistry)
     let tag_list = tags(sink, &raw.tags);
     let mut failover = FailoverPolicy::default();
     if let Some(raw_tags) = &raw.tags {
-        extensions::apply_upstream_tags(sink, &raw_tags.value, &mut failover);
+        extensions::apply_upstream_tags(
+            sink,
+            &raw_tags.value,
+            &mut failover,
+            &mut healthchecks.active,
+        );
     }
     UpstreamSpec {
         id,
@@ -442,6 +447,9 @@ pub(super) fn healthchecks(sink: &mut Sink, raw: &RawHealthchecks) -> HealthChec
             unhealthy_tcp_failures: counter(sink, &a_unhealthy.tcp_failures),
             unhealthy_timeouts: counter(sink, &a_unhealthy.timeouts),
             unhealthy_http_failures: counter(sink, &a_unhealthy.http_failures),
+            // Kong's behaviour unless the upstream's `sluice:probe-keepalive` tag says
+            // otherwise (applied after this tree, see `extensions`).
+            keepalive: None,
         },
         passive: PassiveHealthCheck {
             healthy_http_statuses: statuses(

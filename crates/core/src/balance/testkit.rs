@@ -124,6 +124,7 @@ impl SnapshotBuilder {
                     },
                     unavailable: shape.unavailable,
                     load: Arc::new(AddressLoad::new(Instant::ZERO)),
+                    dns: crate::snapshot::DnsRecord::A,
                 }
             })
             .collect();

@@ -1503,3 +1503,45 @@ fn default_policy_keeps_all_traffic_home_when_one_of_three_primaries_is_down() {
     );
     assert_eq!(snap.mode, Mode::Normal);
 }
+
+/// Kong's health endpoint reports the record type the addresses came from: SRV answers
+/// (which carry a weight) read SRV, A/AAAA answers and IP literals their family's type.
+#[test]
+fn addresses_remember_the_dns_record_type_they_came_from() {
+    use crate::snapshot::DnsRecord;
+    let spec = upstream(vec![
+        target("10.0.0.1:80", 0, "east", 100),
+        target("srv.internal:80", 0, "east", 100),
+        target("v6.internal:80", 0, "east", 100),
+    ]);
+    let mut h = Harness::new(spec, &[]);
+    let answer = |addr: &str, weight: Option<u32>| ResolvedAddress {
+        addr: addr
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address {addr}")),
+        weight,
+    };
+    h.apply(Event::Resolved {
+        upstream: Arc::from("api"),
+        target_index: 1,
+        result: Ok(vec![answer("10.0.1.1:8080", Some(5))]),
+        ttl: None,
+    });
+    h.apply(Event::Resolved {
+        upstream: Arc::from("api"),
+        target_index: 2,
+        result: Ok(vec![answer("[2001:db8::1]:80", None)]),
+        ttl: None,
+    });
+    let snap = snapshot(&h);
+    let dns_of = |target_index: u32| {
+        snap.addresses
+            .iter()
+            .find(|a| a.target_index == target_index)
+            .map(|a| a.dns)
+    };
+    assert_eq!(dns_of(0), Some(DnsRecord::A), "an IPv4 literal reads A");
+    assert_eq!(dns_of(1), Some(DnsRecord::Srv));
+    assert_eq!(dns_of(2), Some(DnsRecord::Aaaa));
+    assert_eq!(DnsRecord::Aaaa.as_str(), "AAAA");
+}

@@ -7,6 +7,7 @@ mod support;
 mod dns;
 mod errors;
 mod health;
+mod probes_keepalive;
 mod probes_tls;
 mod reload;
 mod retries;

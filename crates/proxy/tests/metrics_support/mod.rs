@@ -207,6 +207,7 @@ fn address(
         health,
         unavailable,
         load: Arc::new(AddressLoad::new(Instant::ZERO)),
+        dns: sluice_core::snapshot::DnsRecord::A,
     }
 }
 
