@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sluice_core::topology::UpstreamSpec;
 
 /// A whole validated configuration generation.
@@ -15,6 +16,14 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub upstreams: Vec<UpstreamSpec>,
     pub plugins: Vec<Plugin>,
+    /// Kong `certificates[]` (client certificates for upstream mTLS), parsed and checked.
+    pub certificates: Vec<Certificate>,
+    /// Kong `ca_certificates[]`, parsed and checked.
+    pub ca_certificates: Vec<CaCertificate>,
+    /// Per upstream (indexed like `upstreams`): index into `certificates` of its
+    /// `client_certificate`, presented by its active `https` probes and by services that
+    /// name no certificate of their own.
+    pub upstream_client_certificates: Vec<Option<usize>>,
     /// Stable hash of the source text (hex), reported by metrics and `GET /config`.
     pub hash: String,
     /// The source text the config was built from (served by `GET /config`).
@@ -53,6 +62,40 @@ pub struct Service {
     pub tags: Vec<String>,
     /// Index into `Config::upstreams` when `host` names an upstream (then `port` is ignored).
     pub upstream: Option<usize>,
+    /// TLS settings for `https` services (all empty for http).
+    pub tls: ServiceTls,
+}
+
+/// Kong's per-service TLS-to-upstream fields, references resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceTls {
+    /// `tls_verify`; `None` (null) means Kong's `proxy_ssl_verify`, off by default.
+    pub verify: Option<bool>,
+    /// `tls_verify_depth` (0..=64); `None` means nginx's default, 1.
+    pub verify_depth: Option<u8>,
+    /// `ca_certificates`: indices into `Config::ca_certificates`. Empty means the
+    /// system trust store.
+    pub ca_certificates: Vec<usize>,
+    /// `client_certificate`: index into `Config::certificates`.
+    pub client_certificate: Option<usize>,
+}
+
+/// Kong `certificates[]`: a certificate chain (leaf first) and its private key.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    pub id: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Shared: a private key is deliberately not `Clone` in `rustls-pki-types`.
+    pub key: Arc<PrivateKeyDer<'static>>,
+    pub tags: Vec<String>,
+}
+
+/// Kong `ca_certificates[]`: one CA certificate (basic constraint `CA:TRUE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaCertificate {
+    pub id: String,
+    pub cert: CertificateDer<'static>,
+    pub tags: Vec<String>,
 }
 
 /// One `paths` entry.

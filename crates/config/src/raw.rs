@@ -9,8 +9,10 @@
 //! nested children do not repeat their parent key. Ranges, references, uniqueness and
 //! Kong's entity checks are validation's job.
 //!
-//! Entities Sluice does not run (consumers, certificates, vaults, ...) are recorded by
-//! name and position only; validation decides whether each is a warning or an error.
+//! `certificates` and `ca_certificates` are decoded (their PEM is checked by validation,
+//! and the ones services and upstreams reference are used for TLS to upstreams). Entities
+//! Sluice does not run (consumers, snis, vaults, ...) are recorded by name and position
+//! only; validation decides whether each is a warning or an error.
 
 use std::collections::HashMap;
 
@@ -34,6 +36,8 @@ pub struct RawConfig {
     pub targets: Vec<RawTarget>,
     /// Top-level plugins (nested ones live in their service or route).
     pub plugins: Vec<RawPlugin>,
+    pub certificates: Vec<RawCertificate>,
+    pub ca_certificates: Vec<RawCaCertificate>,
     /// Entity collections Sluice does not run, with the number of entries in each.
     pub other_entities: Vec<Sp<(String, usize)>>,
 }
@@ -66,8 +70,12 @@ pub struct RawService {
     pub read_timeout: Option<Sp<i64>>,
     pub enabled: Option<Sp<bool>>,
     pub tags: Option<Sp<Vec<Sp<String>>>>,
-    /// TLS-to-upstream settings Sluice does not apply yet (kept to warn about them).
-    pub tls_settings: Vec<Sp<String>>,
+    /// `client_certificate`: a `certificates` entity (by id) presented for upstream mTLS.
+    pub client_certificate: Option<RawRef>,
+    pub tls_verify: Option<Sp<bool>>,
+    pub tls_verify_depth: Option<Sp<i64>>,
+    /// `ca_certificates`: ids of `ca_certificates` entities trusted for this service.
+    pub ca_certificates: Option<Sp<Vec<Sp<String>>>>,
     pub routes: Vec<RawRoute>,
     pub plugins: Vec<RawPlugin>,
 }
@@ -123,8 +131,9 @@ pub struct RawUpstream {
     pub healthchecks: Option<RawHealthchecks>,
     pub host_header: Option<Sp<String>>,
     pub use_srv_name: Option<Sp<bool>>,
-    /// `client_certificate` (upstream mTLS), not applied by Sluice yet.
-    pub client_certificate: Option<Pos>,
+    /// `client_certificate`: a `certificates` entity (by id) for upstream mTLS, used when
+    /// the service has none, and by active `https` probes.
+    pub client_certificate: Option<RawRef>,
     pub tags: Option<Sp<Vec<Sp<String>>>>,
     pub targets: Vec<RawTarget>,
 }
@@ -217,6 +226,31 @@ pub struct RawPlugin {
     pub tags: Option<Sp<Vec<Sp<String>>>>,
 }
 
+/// Kong `certificates[]`: a certificate chain and its private key, PEM.
+#[derive(Clone, Debug)]
+pub struct RawCertificate {
+    pub path: Path,
+    pub pos: Pos,
+    pub id: Option<Sp<String>>,
+    pub cert: Option<Sp<String>>,
+    pub key: Option<Sp<String>>,
+    pub cert_alt: Option<Sp<String>>,
+    pub key_alt: Option<Sp<String>>,
+    pub tags: Option<Sp<Vec<Sp<String>>>>,
+    /// Nested `snis` (server-side TLS, which Sluice does not terminate): where they are.
+    pub snis: Option<Pos>,
+}
+
+/// Kong `ca_certificates[]`: one CA certificate, PEM.
+#[derive(Clone, Debug)]
+pub struct RawCaCertificate {
+    pub path: Path,
+    pub pos: Pos,
+    pub id: Option<Sp<String>>,
+    pub cert: Option<Sp<String>>,
+    pub tags: Option<Sp<Vec<Sp<String>>>>,
+}
+
 /// Top-level keys of the OSS declarative schema (plus decK's `_workspace`).
 const TOP_LEVEL: &[&str] = &[
     "_format_version",
@@ -250,8 +284,6 @@ const TOP_LEVEL: &[&str] = &[
 /// Top-level entity collections Sluice recognises but does not run.
 pub(crate) const OTHER_ENTITIES: &[&str] = &[
     "consumers",
-    "certificates",
-    "ca_certificates",
     "snis",
     "vaults",
     "keys",
@@ -293,11 +325,25 @@ const SERVICE_FIELDS: &[&str] = &[
     "plugins",
 ];
 
-const SERVICE_TLS_FIELDS: &[&str] = &[
-    "client_certificate",
-    "tls_verify",
-    "tls_verify_depth",
-    "ca_certificates",
+const CERTIFICATE_FIELDS: &[&str] = &[
+    "id",
+    "cert",
+    "key",
+    "cert_alt",
+    "key_alt",
+    "tags",
+    "snis",
+    "created_at",
+    "updated_at",
+];
+
+const CA_CERTIFICATE_FIELDS: &[&str] = &[
+    "id",
+    "cert",
+    "cert_digest",
+    "tags",
+    "created_at",
+    "updated_at",
 ];
 
 const ROUTE_FIELDS: &[&str] = &[
@@ -447,6 +493,16 @@ pub(crate) fn decode(sink: &mut Sink, tree: &Node) -> RawConfig {
             config.plugins.push(plugin);
         }
     }
+    for (node, path) in top.entities(sink, "certificates") {
+        if let Some(certificate) = certificate(sink, node, &path) {
+            config.certificates.push(certificate);
+        }
+    }
+    for (node, path) in top.entities(sink, "ca_certificates") {
+        if let Some(ca) = ca_certificate(sink, node, &path) {
+            config.ca_certificates.push(ca);
+        }
+    }
     for name in OTHER_ENTITIES {
         if let Some((node, path)) = top.node(name) {
             let count = decode::seq(sink, node, &path).map_or(0, <[Node]>::len);
@@ -575,13 +631,6 @@ fn service(sink: &mut Sink, node: &Node, path: &Path) -> Option<RawService> {
     for (child, child_path) in f.entities(sink, "plugins") {
         plugins.extend(plugin(sink, child, &child_path, Parent::Service));
     }
-    let tls_settings = SERVICE_TLS_FIELDS
-        .iter()
-        .filter_map(|key| {
-            let (value, value_path) = f.node(key)?;
-            Some(Sp::new(key.to_string(), value.pos, value_path))
-        })
-        .collect();
     Some(RawService {
         path: path.clone(),
         pos: node.pos,
@@ -598,7 +647,10 @@ fn service(sink: &mut Sink, node: &Node, path: &Path) -> Option<RawService> {
         read_timeout: f.int(sink, "read_timeout"),
         enabled: f.bool(sink, "enabled"),
         tags: f.str_list(sink, "tags"),
-        tls_settings,
+        client_certificate: reference(sink, &f, "client_certificate"),
+        tls_verify: f.bool(sink, "tls_verify"),
+        tls_verify_depth: f.int(sink, "tls_verify_depth"),
+        ca_certificates: f.str_list(sink, "ca_certificates"),
         routes,
         plugins,
     })
@@ -677,9 +729,38 @@ fn upstream(sink: &mut Sink, node: &Node, path: &Path) -> Option<RawUpstream> {
         healthchecks,
         host_header: f.str(sink, "host_header"),
         use_srv_name: f.bool(sink, "use_srv_name"),
-        client_certificate: f.node("client_certificate").map(|(n, _)| n.pos),
+        client_certificate: reference(sink, &f, "client_certificate"),
         tags: f.str_list(sink, "tags"),
         targets,
+    })
+}
+
+fn certificate(sink: &mut Sink, node: &Node, path: &Path) -> Option<RawCertificate> {
+    let f = fields(sink, node, path, CERTIFICATE_FIELDS)?;
+    Some(RawCertificate {
+        path: path.clone(),
+        pos: node.pos,
+        id: f.str(sink, "id"),
+        cert: f.str(sink, "cert"),
+        key: f.str(sink, "key"),
+        cert_alt: f.str(sink, "cert_alt"),
+        key_alt: f.str(sink, "key_alt"),
+        tags: f.str_list(sink, "tags"),
+        snis: f.node("snis").map(|(n, _)| n.pos),
+    })
+}
+
+fn ca_certificate(sink: &mut Sink, node: &Node, path: &Path) -> Option<RawCaCertificate> {
+    let f = fields(sink, node, path, CA_CERTIFICATE_FIELDS)?;
+    // `cert_digest` is Kong's own hash of `cert` (written by `kong config db_export`);
+    // it is accepted and recomputed by nobody: Sluice references CAs by id.
+    let _ = f.str(sink, "cert_digest");
+    Some(RawCaCertificate {
+        path: path.clone(),
+        pos: node.pos,
+        id: f.str(sink, "id"),
+        cert: f.str(sink, "cert"),
+        tags: f.str_list(sink, "tags"),
     })
 }
 

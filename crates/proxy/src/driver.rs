@@ -352,12 +352,13 @@ impl Core {
             // Boxed so that a probe waiting for its permit is a small task: the probe
             // future (socket, buffers, TLS state) exists only while it runs. With
             // thousands of targets due at once, inline futures cost megabytes idle.
+            let client = core.slots.client_certificate(&upstream);
             let outcome = match check.keepalive {
                 None => {
                     // The upstream may have switched keep-alive off in a reload: close
                     // what it kept rather than hold the sockets until process exit.
                     core.kept().drop_if_any(&upstream, address.addr);
-                    Box::pin(probe::probe(address.addr, &check, &host)).await
+                    Box::pin(probe::probe(address.addr, &check, &host, client.as_deref())).await
                 }
                 Some(max_age) => {
                     let key = (upstream.clone(), address.addr);
@@ -368,6 +369,7 @@ impl Core {
                         &host,
                         max_age,
                         kept,
+                        client.as_deref(),
                     ))
                     .await;
                     if let Some(kept) = kept {

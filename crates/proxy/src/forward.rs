@@ -11,7 +11,8 @@
 //!   peak-EWMA;
 //! - the outcome goes to the driver as `Event::AttemptCompleted` through a bounded
 //!   channel with `try_send`: passive health never slows a request down;
-//! - phases are timed as Kong does: `connect_timeout` for the connect, then
+//! - phases are timed as Kong does: `connect_timeout` for the connect (and the TLS
+//!   handshake of an `https` service, whose failure is a connect failure), then
 //!   `read_timeout` until the response header (for a streamed request body the write
 //!   phase adds `write_timeout`).
 //!
@@ -39,9 +40,10 @@ use crate::dns::Dns;
 use crate::driver::{Clock, EventSink};
 use crate::error::{ErrorKind, ProxyError};
 use crate::ids;
-use crate::pool::{ConnectError, Lease, Pool, SendError};
+use crate::pool::{ConnectError, Endpoint, Lease, Pool, SendError};
 use crate::record::{Tries, TryOutcome, TryRecord};
 use crate::runtime::{ServiceRuntime, ServiceTarget, UpstreamRuntime};
+use crate::tls::{UpstreamTls, upstream_server_name};
 
 /// Region label of addresses that do not come from an upstream (IP or DNS services).
 static DEFAULT_REGION: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("default"));
@@ -171,6 +173,8 @@ enum Source<'a> {
     Upstream {
         up: &'a UpstreamRuntime,
         snapshot: Arc<UpstreamSnapshot>,
+        /// The service is `https` (its targets' `Host` omits port 443, not 80).
+        https: bool,
     },
     Fixed {
         addrs: Arc<[SocketAddr]>,
@@ -272,7 +276,11 @@ impl Source<'_> {
                     crossed_tier: false,
                 })
             }
-            Source::Upstream { up, snapshot } => {
+            Source::Upstream {
+                up,
+                snapshot,
+                https,
+            } => {
                 if attempt > 0 {
                     let latest = up.slot.snapshot.load_full();
                     if latest.version != snapshot.version {
@@ -314,10 +322,12 @@ impl Source<'_> {
                     tier: view.tier,
                     load: Some(view.load.clone()),
                     host_header: up.host_header.clone().or_else(|| {
-                        up.target_hosts
-                            .get(view.target_index as usize)
-                            .cloned()
-                            .flatten()
+                        let hosts = if *https {
+                            &up.target_hosts_tls
+                        } else {
+                            &up.target_hosts
+                        };
+                        hosts.get(view.target_index as usize).cloned().flatten()
                     }),
                     crossed_tier: picked.crossed_tier,
                 })
@@ -399,21 +409,49 @@ fn classify_send_error(err: &hyper::Error) -> AttemptError {
     }
 }
 
+/// A connect-phase failure as the retry rules see it. A failed TLS handshake is a
+/// connect error: nothing was sent, and Kong's balancer reports it as a tcp failure.
+fn connect_failure(error: ConnectError) -> AttemptError {
+    AttemptError::Upstream(match error {
+        ConnectError::Refused => FailureKind::ConnectRefused,
+        ConnectError::Failed | ConnectError::Handshake => FailureKind::ConnectError,
+        ConnectError::TimedOut => FailureKind::ConnectTimeout,
+    })
+}
+
+/// Where an attempt connects. For TLS the server name is the host part of the `Host`
+/// value sent (the preserved client `Host` included), as Kong's `proxy_ssl_name
+/// $upstream_host` is, so it is known only per attempt.
+fn endpoint(
+    out: &Outgoing,
+    addr: SocketAddr,
+    host: Option<&HeaderValue>,
+    tls: Option<&Arc<UpstreamTls>>,
+) -> Endpoint {
+    match tls {
+        None => Endpoint::plain(addr),
+        Some(tls) => {
+            let host = out.preserved_host.as_ref().or(host);
+            let name = upstream_server_name(host.and_then(|h| h.to_str().ok()), addr);
+            Endpoint::tls(addr, tls.clone(), name)
+        }
+    }
+}
+
 /// One attempt: connect (or reuse), send, wait for the response header.
 async fn attempt(
     pool: &Arc<Pool>,
     out: &Outgoing,
     chosen_addr: SocketAddr,
     host: Option<&HeaderValue>,
+    tls: Option<&Arc<UpstreamTls>>,
     timeouts: Timeouts,
 ) -> Result<(Response<Incoming>, Lease), AttemptError> {
-    let mut conn = pool.get(chosen_addr, timeouts.connect).await.map_err(|e| {
-        AttemptError::Upstream(match e {
-            ConnectError::Refused => FailureKind::ConnectRefused,
-            ConnectError::Failed => FailureKind::ConnectError,
-            ConnectError::TimedOut => FailureKind::ConnectTimeout,
-        })
-    })?;
+    let endpoint = endpoint(out, chosen_addr, host, tls);
+    let mut conn = pool
+        .get(&endpoint, timeouts.connect)
+        .await
+        .map_err(connect_failure)?;
     // The body is taken only now that a connection exists: a streamed body survives a
     // connect failure and can go to the next address.
     let Some(body) = out.body.take() else {
@@ -473,15 +511,9 @@ async fn attempt(
             Err(SendError::NotSent(back)) if reused => {
                 request = *back;
                 conn = pool
-                    .connect(chosen_addr, timeouts.connect)
+                    .connect(&endpoint, timeouts.connect)
                     .await
-                    .map_err(|e| {
-                        AttemptError::Upstream(match e {
-                            ConnectError::Refused => FailureKind::ConnectRefused,
-                            ConnectError::Failed => FailureKind::ConnectError,
-                            ConnectError::TimedOut => FailureKind::ConnectTimeout,
-                        })
-                    })?;
+                    .map_err(connect_failure)?;
             }
             Err(SendError::NotSent(_)) => {
                 return Err(AttemptError::Upstream(FailureKind::ConnectError));
@@ -505,6 +537,7 @@ async fn run_one(
     pool: &Arc<Pool>,
     out: &Outgoing,
     chosen: Chosen,
+    tls: Option<&Arc<UpstreamTls>>,
     timeouts: Timeouts,
     hedge: bool,
 ) -> Settled {
@@ -515,6 +548,7 @@ async fn run_one(
         out,
         chosen.addr,
         chosen.host_header.as_ref(),
+        tls,
         timeouts,
     )
     .await;
@@ -647,6 +681,7 @@ pub async fn forward(
             Source::Upstream {
                 up,
                 snapshot: up.slot.snapshot.load_full(),
+                https: service.tls.is_some(),
             }
         }
         ServiceTarget::Address { addrs, host_header } => Source::Fixed {
@@ -680,6 +715,7 @@ pub async fn forward(
         Source::Upstream { up, .. } => Some(*up),
         Source::Fixed { .. } => None,
     };
+    let tls = service.tls.as_ref();
     let idempotent = retry::is_idempotent(out.method.as_str());
     let hedge_after = out
         .hedge_after
@@ -705,11 +741,11 @@ pub async fn forward(
         attempts += 1;
 
         let next = match hedge_after {
-            None => lp.settle(run_one(cx.pool, out, chosen, timeouts, false).await),
+            None => lp.settle(run_one(cx.pool, out, chosen, tls, timeouts, false).await),
             Some(delay) => {
                 let first_id = Identity::of(&chosen);
                 let first_started = Instant::now();
-                let first = run_one(cx.pool, out, chosen, timeouts, false);
+                let first = run_one(cx.pool, out, chosen, tls, timeouts, false);
                 tokio::pin!(first);
                 let early = tokio::select! {
                     settled = &mut first => Some(settled),
@@ -729,7 +765,7 @@ pub async fn forward(
                         lp.report.hedged = true;
                         let hedge_id = Identity::of(&hedge_chosen);
                         let hedge_started = Instant::now();
-                        let second = run_one(cx.pool, out, hedge_chosen, timeouts, true);
+                        let second = run_one(cx.pool, out, hedge_chosen, tls, timeouts, true);
                         tokio::pin!(second);
                         tokio::select! {
                             settled = &mut first => {

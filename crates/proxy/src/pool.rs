@@ -1,5 +1,6 @@
-//! Upstream HTTP/1.1 connections: connect with a deadline, keep-alive pooling per
-//! address, and an exact answer to "did any byte of this request leave?".
+//! Upstream HTTP/1.1 connections: connect (and, for `https` services, the TLS handshake)
+//! with a deadline, keep-alive pooling per [`PoolKey`], and an exact answer to "did any
+//! byte of this request leave?".
 //!
 //! Why not hyper-util's legacy `Client`: the retry rules need to know which phase an
 //! attempt failed in. Kong retries a POST only when the connect failed, and its timeouts
@@ -8,8 +9,16 @@
 //! caller) and takes one connect timeout per client. Owning the connection step with
 //! `hyper::client::conn::http1` keeps each phase visible, and the pool itself is small:
 //! a map from address to idle senders, touched only for a push or a pop under a
-//! `std::sync::Mutex` that is never held across an await. HTTP/2 or TLS upstreams fit
-//! the same shape later (another `Sender` variant and a TLS step in `connect`).
+//! `std::sync::Mutex` that is never held across an await. HTTP/2 upstreams fit the same
+//! shape later (another `Sender` variant).
+//!
+//! TLS: a connection is pooled under its address *and* its TLS identity (the settings'
+//! [`UpstreamTls::id`] and the server name presented), as Kong's pool key is
+//! `ip|port|sni|client_certificate`, so a plain and a TLS connection to one address, or
+//! two TLS connections with different names or certificates, never stand in for each
+//! other. The handshake is part of the connect step: it runs inside `connect_timeout`
+//! (nginx arms `proxy_connect_timeout` for the handshake too), and its failure is a
+//! connect failure, sent nothing, and is safe to retry.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,12 +29,62 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::UpstreamBody;
+use crate::tls::UpstreamTls;
 
-/// Idle connections kept per address. Kong's default keep-alive pool is 512 per worker
+/// What pooled connections are interchangeable under: the address, and for TLS the
+/// settings and the server name the handshake presented.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    pub tls: Option<(u64, ServerName<'static>)>,
+}
+
+/// Where one attempt connects: an address, plain or with TLS.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    key: PoolKey,
+    tls: Option<Arc<UpstreamTls>>,
+}
+
+impl Endpoint {
+    /// Plain HTTP to `addr`.
+    pub fn plain(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            key: PoolKey { addr, tls: None },
+            tls: None,
+        }
+    }
+
+    /// TLS to `addr` with `tls`'s settings, presenting `server_name`.
+    pub fn tls(
+        addr: SocketAddr,
+        tls: Arc<UpstreamTls>,
+        server_name: ServerName<'static>,
+    ) -> Endpoint {
+        Endpoint {
+            key: PoolKey {
+                addr,
+                tls: Some((tls.id(), server_name)),
+            },
+            tls: Some(tls),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.key.addr
+    }
+
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+}
+
+/// Idle connections kept per pool key (address, and TLS identity for TLS). Kong's default keep-alive pool is 512 per worker
 /// across all upstreams; per address, 128 covers a 2-core gateway running at a few
 /// thousand concurrent requests per backend while bounding idle sockets.
 pub const MAX_IDLE_PER_ADDRESS: usize = 128;
@@ -42,14 +101,18 @@ pub enum ConnectError {
     Refused,
     /// Unreachable, reset during the handshake, or any other connect failure.
     Failed,
-    /// The connect did not finish within the service's `connect_timeout`.
+    /// The connect (or the TLS handshake after it) did not finish within the service's
+    /// `connect_timeout`.
     TimedOut,
+    /// The TLS handshake failed: certificate refused (by either side), no common
+    /// protocol, or the peer closed. Kong's balancer reports it as a tcp failure.
+    Handshake,
 }
 
 /// A ready-to-use sender for one request.
 pub struct Conn {
     sender: http1::SendRequest<UpstreamBody>,
-    addr: SocketAddr,
+    key: PoolKey,
     /// True when the connection came from the pool (it may have been closed by the peer
     /// just now; a failure before anything was written is then retried on a fresh one).
     pub reused: bool,
@@ -60,10 +123,10 @@ struct Idle {
     since: Instant,
 }
 
-/// Keep-alive pool of HTTP/1.1 connections, keyed by address.
+/// Keep-alive pool of HTTP/1.1 connections, keyed by address and TLS identity.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -77,14 +140,14 @@ impl Pool {
         Arc::new(Pool::default())
     }
 
-    /// A live idle connection to `addr`, if the pool has one.
-    fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<UpstreamBody>> {
+    /// A live idle connection for `key`, if the pool has one.
+    fn checkout(&self, key: &PoolKey) -> Option<http1::SendRequest<UpstreamBody>> {
         let now = Instant::now();
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(key)?;
         // Newest first: the most recently used connection is the least likely to have
         // been closed by the peer's idle timer.
         while let Some(entry) = list.pop() {
@@ -102,25 +165,27 @@ impl Pool {
     /// Get a connection: a pooled one, else a new connect bounded by `connect_timeout`.
     pub async fn get(
         &self,
-        addr: SocketAddr,
+        endpoint: &Endpoint,
         connect_timeout: Duration,
     ) -> Result<Conn, ConnectError> {
-        if let Some(sender) = self.checkout(addr) {
+        if let Some(sender) = self.checkout(&endpoint.key) {
             return Ok(Conn {
                 sender,
-                addr,
+                key: endpoint.key.clone(),
                 reused: true,
             });
         }
-        self.connect(addr, connect_timeout).await
+        self.connect(endpoint, connect_timeout).await
     }
 
-    /// Open a fresh connection (never from the pool).
+    /// Open a fresh connection (never from the pool): TCP, then for TLS endpoints the
+    /// handshake, all within `connect_timeout`.
     pub async fn connect(
         &self,
-        addr: SocketAddr,
+        endpoint: &Endpoint,
         connect_timeout: Duration,
     ) -> Result<Conn, ConnectError> {
+        let addr = endpoint.key.addr;
         let connect = async {
             let stream = TcpStream::connect(addr).await.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::ConnectionRefused {
@@ -131,23 +196,27 @@ impl Pool {
             })?;
             // Small request/response exchanges must not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
-            let (sender, connection) = http1::Builder::new()
-                .handshake::<_, UpstreamBody>(TokioIo::new(stream))
-                .await
-                .map_err(|_| ConnectError::Failed)?;
-            tokio::spawn(async move {
-                // The connection task ends when the peer closes or the sender is
-                // dropped; its error is reported to the request that was using it.
-                // `with_upgrades`: after a `101` the socket is handed to the tunnel
-                // (WebSocket) instead of being closed.
-                let _ = connection.with_upgrades().await;
-            });
-            Ok::<_, ConnectError>(sender)
+            match (&endpoint.tls, &endpoint.key.tls) {
+                (Some(tls), Some((_, server_name))) => {
+                    // A configuration that cannot be built (the trust store could not
+                    // be read) fails like a handshake: nothing was sent.
+                    let connector = tls.connector(server_name.clone()).await.map_err(|error| {
+                        tracing::warn!(%error, %addr, "TLS client configuration");
+                        ConnectError::Handshake
+                    })?;
+                    let stream = connector.connect(stream).await.map_err(|error| {
+                        tracing::debug!(%error, %addr, "TLS handshake with upstream failed");
+                        ConnectError::Handshake
+                    })?;
+                    http1_handshake(stream).await
+                }
+                _ => http1_handshake(stream).await,
+            }
         };
         match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(sender)) => Ok(Conn {
                 sender,
-                addr,
+                key: endpoint.key.clone(),
                 reused: false,
             }),
             Ok(Err(e)) => Err(e),
@@ -156,7 +225,7 @@ impl Pool {
     }
 
     /// Return a connection whose previous exchange completed cleanly.
-    fn checkin(&self, addr: SocketAddr, sender: http1::SendRequest<UpstreamBody>) {
+    fn checkin(&self, key: PoolKey, sender: http1::SendRequest<UpstreamBody>) {
         if sender.is_closed() {
             return;
         }
@@ -165,7 +234,7 @@ impl Pool {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry(key).or_default();
         list.retain(|e| {
             !e.sender.is_closed() && now.saturating_duration_since(e.since) < IDLE_TIMEOUT
         });
@@ -174,36 +243,37 @@ impl Pool {
         }
     }
 
-    /// Warm standby: make sure `addr` has an idle connection that will still be fresh at
-    /// the next call (`horizon` from now), opening one if not. Returns true when it opened
-    /// one. A failed connect is not an error here: probes and passive checks judge health.
+    /// Warm standby: make sure `endpoint` has an idle connection that will still be fresh
+    /// at the next call (`horizon` from now), opening one if not (with its TLS handshake,
+    /// for a TLS endpoint). Returns true when it opened one. A failed connect is not an
+    /// error here: probes and passive checks judge health.
     pub async fn keep_warm(
         &self,
-        addr: SocketAddr,
+        endpoint: &Endpoint,
         horizon: Duration,
         connect_timeout: Duration,
     ) -> bool {
-        if self.has_idle_fresh_until(addr, horizon) {
+        if self.has_idle_fresh_until(&endpoint.key, horizon) {
             return false;
         }
-        match self.connect(addr, connect_timeout).await {
+        match self.connect(endpoint, connect_timeout).await {
             Ok(conn) => {
-                self.checkin(addr, conn.sender);
+                self.checkin(conn.key, conn.sender);
                 true
             }
             Err(_) => false,
         }
     }
 
-    /// Whether an idle connection to `addr` will still be within `IDLE_TIMEOUT` after
+    /// Whether an idle connection for `key` will still be within `IDLE_TIMEOUT` after
     /// `horizon`.
-    fn has_idle_fresh_until(&self, addr: SocketAddr, horizon: Duration) -> bool {
+    fn has_idle_fresh_until(&self, key: &PoolKey, horizon: Duration) -> bool {
         let now = Instant::now();
         let idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.get(&addr).is_some_and(|list| {
+        idle.get(key).is_some_and(|list| {
             list.iter().any(|e| {
                 !e.sender.is_closed()
                     && now.saturating_duration_since(e.since) + horizon < IDLE_TIMEOUT
@@ -211,14 +281,37 @@ impl Pool {
         })
     }
 
-    /// Idle connections currently pooled for `addr` (for tests and status).
+    /// Idle connections currently pooled to `addr`, plain or TLS (for tests and status).
     pub fn idle_count(&self, addr: SocketAddr) -> usize {
         let idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.get(&addr).map_or(0, Vec::len)
+        idle.iter()
+            .filter(|(key, _)| key.addr == addr)
+            .map(|(_, list)| list.len())
+            .sum()
     }
+}
+
+/// HTTP/1.1 over an established stream (plain TCP or TLS); the connection task runs on
+/// its own.
+async fn http1_handshake<IO>(io: IO) -> Result<http1::SendRequest<UpstreamBody>, ConnectError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake::<_, UpstreamBody>(TokioIo::new(io))
+        .await
+        .map_err(|_| ConnectError::Failed)?;
+    tokio::spawn(async move {
+        // The connection task ends when the peer closes or the sender is dropped; its
+        // error is reported to the request that was using it. `with_upgrades`: after a
+        // `101` the stream (plain or TLS) is handed to the tunnel (WebSocket) instead of
+        // being closed.
+        let _ = connection.with_upgrades().await;
+    });
+    Ok(sender)
 }
 
 /// Outcome of sending one request on a connection.
@@ -233,22 +326,23 @@ pub enum SendError {
 /// A connection that is waiting for its exchange to finish so it can go back to the pool.
 pub struct Lease {
     pool: Arc<Pool>,
-    addr: SocketAddr,
+    key: PoolKey,
     sender: Option<http1::SendRequest<UpstreamBody>>,
 }
 
 impl Lease {
     /// The response body was read to its end: the connection can carry another request.
-    pub fn release(mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.checkin(self.addr, sender);
+    pub fn release(self) {
+        let Lease { pool, key, sender } = self;
+        if let Some(sender) = sender {
+            pool.checkin(key, sender);
         }
     }
 }
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("addr", &self.addr).finish()
+        f.debug_struct("Lease").field("key", &self.key).finish()
     }
 }
 
@@ -267,7 +361,7 @@ impl Conn {
                 response,
                 Lease {
                     pool: pool.clone(),
-                    addr: self.addr,
+                    key: self.key,
                     sender: Some(self.sender),
                 },
             )),

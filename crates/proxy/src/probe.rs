@@ -8,8 +8,9 @@
 //!   when verifying) is `https_sni`, else the `Host` value without its port (so the
 //!   upstream's `host_header`, else the target's hostname; an IP literal sends no SNI);
 //!   `https_verify_certificate: false` accepts any certificate (see
-//!   [`crate::tls`] for why Kong offers that). The TLS configurations are built once per
-//!   process and shared, not per probe.
+//!   [`crate::tls`] for why Kong offers that). The upstream's `client_certificate` is
+//!   presented when set (mTLS). The TLS configurations are built once per process (per
+//!   client certificate) and shared, not per probe.
 //! - `tcp`: a successful connect is a success.
 //! - `grpc`/`grpcs`: Kong's schema accepts them but its health checker implements only
 //!   http, https and tcp. Sluice probes such targets with a TCP connect (a reachable port
@@ -49,8 +50,14 @@ pub fn falls_back_to_tcp(probe_type: ProbeType) -> bool {
 }
 
 /// Run one probe against `addr`. `host_header` is the `Host` value to send (the
-/// upstream's `host_header`, else the target's host, possibly with a port).
-pub async fn probe(addr: SocketAddr, check: &ActiveHealthCheck, host_header: &str) -> ProbeOutcome {
+/// upstream's `host_header`, else the target's host, possibly with a port); `client` is
+/// the upstream's `client_certificate`, presented by `https` probes.
+pub async fn probe(
+    addr: SocketAddr,
+    check: &ActiveHealthCheck,
+    host_header: &str,
+    client: Option<&tls::ClientIdentity>,
+) -> ProbeOutcome {
     let deadline = Instant::now() + effective_timeout(check);
     let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
         Err(_) => return ProbeOutcome::Timeout,
@@ -70,7 +77,9 @@ pub async fn probe(addr: SocketAddr, check: &ActiveHealthCheck, host_header: &st
         }
         // Boxed: TLS session state is kilobytes, and keeping it out of line keeps the
         // `http` and `tcp` probe futures (the common case) small.
-        ProbeType::Https => Box::pin(https_exchange(stream, deadline, check, host_header)).await,
+        ProbeType::Https => {
+            Box::pin(https_exchange(stream, deadline, check, host_header, client)).await
+        }
     }
 }
 
@@ -80,8 +89,9 @@ async fn https_exchange(
     deadline: Instant,
     check: &ActiveHealthCheck,
     host_header: &str,
+    client: Option<&tls::ClientIdentity>,
 ) -> ProbeOutcome {
-    let Some(tls_stream) = tls_handshake(stream, deadline, check, host_header).await else {
+    let Some(tls_stream) = tls_handshake(stream, deadline, check, host_header, client).await else {
         return ProbeOutcome::TcpFailure;
     };
     exchange(
@@ -92,14 +102,16 @@ async fn https_exchange(
     .await
 }
 
-/// The TLS handshake of an `https` probe (both connection modes), before `deadline`.
-/// `None` when it fails in any way: Kong reports every failed `sslhandshake`, timeouts
-/// included, as a tcp failure.
+/// The TLS handshake of an `https` probe (both connection modes), before `deadline`,
+/// presenting `client` (the upstream's `client_certificate`) when set. `None` when it
+/// fails in any way: Kong reports every failed `sslhandshake`, timeouts included, as a
+/// tcp failure.
 pub(crate) async fn tls_handshake(
     stream: TcpStream,
     deadline: Instant,
     check: &ActiveHealthCheck,
     host_header: &str,
+    client: Option<&tls::ClientIdentity>,
 ) -> Option<TlsStream<TcpStream>> {
     let _ = stream.set_nodelay(true);
     let sni = check
@@ -109,9 +121,12 @@ pub(crate) async fn tls_handshake(
     // That covers a name rustls cannot present and a first-use trust store load that
     // outlasts the deadline: the handshake never started in time.
     let handshake = async {
-        let connector = tls::connector(check.https_verify_certificate, sni)
-            .await
-            .ok()?;
+        let verify = check.https_verify_certificate;
+        let connector = match client {
+            Some(client) => client.probe_connector(verify, sni).await,
+            None => tls::connector(verify, sni).await,
+        }
+        .ok()?;
         connector.connect(stream).await.ok()
     };
     timeout_at(deadline, handshake).await.ok().flatten()

@@ -47,6 +47,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_rustls::client::TlsStream;
 
 use crate::probe::{self, HttpVersion};
+use crate::tls;
 
 /// The read buffer of one probe, and so the longest status or header line accepted.
 /// Real health answers have lines well under 1 KiB; 4 KiB leaves room for long cookies or
@@ -144,13 +145,15 @@ impl AsyncWrite for Conn {
 }
 
 /// Run one keep-alive probe against `addr`, reusing `kept` when it is still usable.
-/// Returns the outcome and the connection to keep for the next probe, if any.
+/// Returns the outcome and the connection to keep for the next probe, if any. A new
+/// `https` connection presents `client` (the upstream's `client_certificate`) when set.
 pub async fn probe(
     addr: SocketAddr,
     check: &ActiveHealthCheck,
     host_header: &str,
     max_age: Duration,
     kept: Option<Kept>,
+    client: Option<&tls::ClientIdentity>,
 ) -> (ProbeOutcome, Option<Kept>) {
     let timeout = probe::effective_timeout(check);
     let reusable = kept.filter(|k| k.opened.elapsed() < max_age && idle_and_open(k.conn.tcp()));
@@ -162,7 +165,7 @@ pub async fn probe(
         }
     }
     let deadline = Instant::now() + timeout;
-    let conn = match open(addr, check, host_header, deadline).await {
+    let conn = match open(addr, check, host_header, deadline, client).await {
         Ok(conn) => conn,
         Err(outcome) => return (outcome, None),
     };
@@ -193,6 +196,7 @@ async fn open(
     check: &ActiveHealthCheck,
     host_header: &str,
     deadline: Instant,
+    client: Option<&tls::ClientIdentity>,
 ) -> Result<Conn, ProbeOutcome> {
     let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
         Err(_) => return Err(ProbeOutcome::Timeout),
@@ -206,10 +210,16 @@ async fn open(
             Ok(Conn::Tcp(stream))
         }
         ProbeType::Http => Ok(Conn::Tcp(stream)),
-        ProbeType::Https => Box::pin(probe::tls_handshake(stream, deadline, check, host_header))
-            .await
-            .map(|tls| Conn::Tls(Box::new(tls)))
-            .ok_or(ProbeOutcome::TcpFailure),
+        ProbeType::Https => Box::pin(probe::tls_handshake(
+            stream,
+            deadline,
+            check,
+            host_header,
+            client,
+        ))
+        .await
+        .map(|tls| Conn::Tls(Box::new(tls)))
+        .ok_or(ProbeOutcome::TcpFailure),
     }
 }
 

@@ -9,6 +9,11 @@
 //! Per-upstream state that must outlive a generation (the snapshot the controller
 //! publishes, the retry budget) lives in an [`UpstreamSlot`] that successive runtimes
 //! share by upstream name.
+//!
+//! An `https` service gets an [`UpstreamTls`] here (its `tls_verify`, `tls_verify_depth`,
+//! `ca_certificates` and client certificate, the upstream's `client_certificate` when the
+//! service names none, as Kong's `fallback_upstream_client_cert` does), and its `Host`
+//! values follow the https default port (443 is not written).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use sluice_config::model::{Config, Protocol};
+use sluice_config::model::{Config, Protocol, Service};
 use sluice_core::UpstreamSnapshot;
 use sluice_core::retry::{RetryBudget, RetryBudgetPolicy, RetryPolicy};
 use sluice_core::snapshot::Mode;
@@ -25,6 +30,7 @@ use sluice_core::topology::{Algorithm, HashOn, UpstreamSpec};
 
 use crate::headers::host_header_for;
 use crate::router::{Router, RouterError, service_label};
+use crate::tls::{ClientIdentity, DEFAULT_VERIFY_DEPTH, TlsSettings, UpstreamTls};
 
 /// The per-upstream state shared by every generation that has this upstream.
 #[derive(Debug)]
@@ -34,6 +40,22 @@ pub struct UpstreamSlot {
     pub snapshot: ArcSwap<UpstreamSnapshot>,
     /// Retry budget, replaced only when its policy changes.
     budget: ArcSwap<BudgetCell>,
+    /// How this upstream's addresses are dialled, for probes and warm standby; replaced
+    /// by every generation.
+    pub tls: ArcSwap<SlotTls>,
+}
+
+/// The connection facts of an upstream that outlive a request: read by the warm standby
+/// task and by active `https` probes.
+#[derive(Debug, Default)]
+pub struct SlotTls {
+    /// The distinct ways services dial this upstream: `None` plain, `Some` TLS with
+    /// those settings. Empty when no service uses the upstream (warming then stays plain).
+    pub kinds: Vec<Option<Arc<UpstreamTls>>>,
+    /// `upstreams[].host_header`: the server name of TLS connections when set.
+    pub host_header: Option<Arc<str>>,
+    /// `upstreams[].client_certificate`, presented by active `https` probes.
+    pub client_certificate: Option<Arc<ClientIdentity>>,
 }
 
 #[derive(Debug)]
@@ -51,6 +73,7 @@ impl UpstreamSlot {
                 policy: policy.clone(),
                 budget: RetryBudget::new(policy),
             }),
+            tls: ArcSwap::from_pointee(SlotTls::default()),
         }
     }
 
@@ -127,6 +150,24 @@ impl Slots {
         map.remove(name);
     }
 
+    /// Latest snapshot of every upstream with how its addresses are dialled.
+    pub fn snapshots_with_tls(&self) -> Vec<(Arc<UpstreamSnapshot>, Arc<SlotTls>)> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = map
+            .values()
+            .map(|s| (s.snapshot.load_full(), s.tls.load_full()))
+            .collect();
+        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        all
+    }
+
+    /// The `client_certificate` of upstream `name`, for its active `https` probes.
+    pub fn client_certificate(&self, name: &str) -> Option<Arc<ClientIdentity>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(name)
+            .and_then(|slot| slot.tls.load().client_certificate.clone())
+    }
+
     /// Latest snapshot of every upstream.
     pub fn snapshots(&self) -> Vec<Arc<UpstreamSnapshot>> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -148,6 +189,8 @@ pub struct UpstreamRuntime {
     pub host_header: Option<HeaderValue>,
     /// `Host` for each target (by target index): hostname or IP, `:port` unless 80.
     pub target_hosts: Vec<Option<HeaderValue>>,
+    /// The same for `https` services: `:port` unless 443.
+    pub target_hosts_tls: Vec<Option<HeaderValue>>,
 }
 
 /// Where a service sends its traffic.
@@ -167,7 +210,7 @@ pub enum ServiceTarget {
         port: u16,
         host_header: Option<HeaderValue>,
     },
-    /// A protocol this data plane does not forward (https, grpc, tcp...).
+    /// A protocol this data plane does not forward (grpc, tcp...).
     Unsupported(Protocol),
 }
 
@@ -181,6 +224,8 @@ pub struct ServiceRuntime {
     pub write_timeout: Duration,
     pub read_timeout: Duration,
     pub target: ServiceTarget,
+    /// TLS settings of an `https` service (`None`: plain HTTP).
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// One compiled configuration generation.
@@ -191,6 +236,53 @@ pub struct Runtime {
     pub router: Router,
     /// Indexed like `config.services`.
     pub services: Vec<ServiceRuntime>,
+}
+
+/// The TLS settings of an `https` service, shared with every other service (of this or
+/// an earlier generation) that has the same ones.
+fn service_tls(
+    config: &Config,
+    service: &Service,
+    identities: &[Arc<ClientIdentity>],
+) -> Arc<UpstreamTls> {
+    let client = service
+        .tls
+        .client_certificate
+        .or_else(|| {
+            service.upstream.and_then(|u| {
+                config
+                    .upstream_client_certificates
+                    .get(u)
+                    .copied()
+                    .flatten()
+            })
+        })
+        .and_then(|i| identities.get(i).cloned());
+    UpstreamTls::shared(TlsSettings {
+        // Kong: null leaves nginx's `proxy_ssl_verify`, which is off.
+        verify: service.tls.verify.unwrap_or(false),
+        verify_depth: service.tls.verify_depth.unwrap_or(DEFAULT_VERIFY_DEPTH),
+        ca_certificates: service
+            .tls
+            .ca_certificates
+            .iter()
+            .filter_map(|&i| config.ca_certificates.get(i))
+            .map(|ca| ca.cert.clone())
+            .collect(),
+        client,
+    })
+}
+
+/// `Host` for an `https` upstream: Kong leaves out the scheme's default port, 443.
+fn https_host_header(host: &str, port: u16) -> Option<HeaderValue> {
+    let bracketed = host.contains(':') && !host.starts_with('[');
+    let text = match (port, bracketed) {
+        (443, false) => return HeaderValue::from_str(host).ok(),
+        (443, true) => format!("[{host}]"),
+        (_, false) => format!("{host}:{port}"),
+        (_, true) => format!("[{host}]:{port}"),
+    };
+    HeaderValue::from_str(&text).ok()
 }
 
 /// Why a configuration could not be compiled.
@@ -215,6 +307,11 @@ impl Runtime {
         slots: &Slots,
     ) -> Result<Runtime, BuildError> {
         let router = Router::build(&config)?;
+        let identities: Vec<Arc<ClientIdentity>> = config
+            .certificates
+            .iter()
+            .map(|c| Arc::new(ClientIdentity::new(c.chain.clone(), c.key.clone())))
+            .collect();
         let mut upstreams: Vec<Arc<UpstreamRuntime>> = Vec::with_capacity(config.upstreams.len());
         for spec in &config.upstreams {
             upstreams.push(Arc::new(UpstreamRuntime {
@@ -231,12 +328,32 @@ impl Runtime {
                     .iter()
                     .map(|t| host_header_for(&t.host, t.port))
                     .collect(),
+                target_hosts_tls: spec
+                    .targets
+                    .iter()
+                    .map(|t| https_host_header(&t.host, t.port))
+                    .collect(),
             }));
         }
+        let mut kinds: Vec<Vec<Option<Arc<UpstreamTls>>>> =
+            vec![Vec::new(); config.upstreams.len()];
         let mut services = Vec::with_capacity(config.services.len());
         for (index, service) in config.services.iter().enumerate() {
+            let tls = (service.protocol == Protocol::Https)
+                .then(|| service_tls(&config, service, &identities));
+            if let Some(list) = service.upstream.and_then(|u| kinds.get_mut(u)) {
+                let same = |k: &Option<Arc<UpstreamTls>>| match (k, &tls) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !list.iter().any(same) {
+                    list.push(tls.clone());
+                }
+            }
+            let https = tls.is_some();
             let target = match (service.protocol, service.upstream) {
-                (Protocol::Http | Protocol::Ws, Some(upstream)) => {
+                (Protocol::Http | Protocol::Https | Protocol::Ws, Some(upstream)) => {
                     let Some(up) = upstreams.get(upstream) else {
                         return Err(BuildError::DanglingUpstream {
                             index,
@@ -246,8 +363,12 @@ impl Runtime {
                     };
                     ServiceTarget::Upstream(up.clone())
                 }
-                (Protocol::Http | Protocol::Ws, None) => {
-                    let host_header = host_header_for(&service.host, service.port);
+                (Protocol::Http | Protocol::Https | Protocol::Ws, None) => {
+                    let host_header = if https {
+                        https_host_header(&service.host, service.port)
+                    } else {
+                        host_header_for(&service.host, service.port)
+                    };
                     match service
                         .host
                         .trim_start_matches('[')
@@ -278,7 +399,25 @@ impl Runtime {
                 write_timeout: service.write_timeout,
                 read_timeout: service.read_timeout,
                 target,
+                tls,
             });
+        }
+        for (index, ((up, spec), kinds)) in upstreams
+            .iter()
+            .zip(&config.upstreams)
+            .zip(kinds)
+            .enumerate()
+        {
+            let client = config
+                .upstream_client_certificates
+                .get(index)
+                .copied()
+                .flatten();
+            up.slot.tls.store(Arc::new(SlotTls {
+                kinds,
+                host_header: spec.host_header.as_deref().map(Arc::from),
+                client_certificate: client.and_then(|i| identities.get(i).cloned()),
+            }));
         }
         Ok(Runtime {
             generation,

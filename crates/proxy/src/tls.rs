@@ -1,13 +1,17 @@
 //! TLS client side: the `rustls` configurations Sluice dials backends with.
 //!
-//! Active `https` probes use it today; TLS to upstream traffic is meant to reuse the same
-//! [`connector`] later, which is why nothing here knows about probes.
-//!
-//! Two [`ClientConfig`]s exist per process, one that verifies the peer and one that does
-//! not (Kong's `https_verify_certificate`). They are built once, on first use, and shared:
-//! building one parses the whole system trust store, and sharing one also shares its TLS
-//! session cache, so repeated probes of a backend resume sessions instead of paying for
-//! a full handshake every interval.
+//! Two users:
+//! - **Active `https` probes** use [`connector`] (or [`ClientIdentity::probe_connector`]
+//!   when the upstream has a `client_certificate`). Two process-wide [`ClientConfig`]s
+//!   exist for them, one that verifies the peer and one that does not (Kong's
+//!   `https_verify_certificate`), built once and shared: building one parses the whole
+//!   system trust store, and sharing one also shares its TLS session cache, so repeated
+//!   probes of a backend resume sessions instead of paying for a full handshake.
+//! - **Traffic to `https` services** uses an [`UpstreamTls`] per distinct set of Kong
+//!   service settings (`tls_verify`, `tls_verify_depth`, `ca_certificates`, the client
+//!   certificate). Identical settings share one `UpstreamTls` across services and across
+//!   reloads ([`UpstreamTls::shared`]), so its configuration, session cache and the pool
+//!   connections keyed by its [`UpstreamTls::id`] survive a reload.
 //!
 //! Choices, and why:
 //! - **`ring` crypto provider**, passed explicitly rather than installed as the process
@@ -18,17 +22,29 @@
 //!   does the same, and backends behind a gateway are commonly signed by an internal CA
 //!   that the platform team installs into the system store and that no public list has.
 //!   A container without a CA bundle gets an empty store; that is logged once, loudly,
-//!   because every verified handshake will then fail.
-//! - **No ALPN**: probes speak HTTP/1.0, as Kong's raw-socket prober does.
+//!   because every verified handshake will then fail. A service's `ca_certificates`
+//!   *replace* the system store for that service, as Kong's trusted store does.
+//! - **No ALPN for probes** (they speak HTTP/1.0, as Kong's raw-socket prober does);
+//!   **ALPN `http/1.1` for traffic**, so a backend that also speaks h2 keeps to the
+//!   protocol the pool's connections speak.
+//! - **`tls_verify_depth`** is OpenSSL's: the number of intermediate certificates allowed
+//!   between the peer's certificate and the trust anchor (nginx's default is 1).
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io;
-use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -58,18 +74,33 @@ struct ClientConfigs {
 /// Built on first use, on the blocking pool (reading the trust store is file I/O).
 static CLIENT_CONFIGS: OnceLock<Result<ClientConfigs, rustls::Error>> = OnceLock::new();
 
+/// The system trust store, loaded once (on the blocking pool) and shared.
+static SYSTEM_ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+
+/// The system trust store. The blocking task fills the cell itself, so the work is kept
+/// even if the caller stops waiting (its probe's deadline passed) before it finishes.
+async fn system_roots() -> Result<Arc<RootCertStore>, TlsError> {
+    if let Some(roots) = SYSTEM_ROOTS.get() {
+        return Ok(roots.clone());
+    }
+    tokio::task::spawn_blocking(|| {
+        SYSTEM_ROOTS
+            .get_or_init(|| Arc::new(load_system_roots()))
+            .clone()
+    })
+    .await
+    .map_err(|_| TlsError::TrustStoreUnavailable)
+}
+
 /// The shared client configuration for `verify` (Kong's `https_verify_certificate`).
 /// Every call returns the same `Arc` for the same `verify`.
 pub async fn client_config(verify: bool) -> Result<Arc<ClientConfig>, TlsError> {
     let configs = match CLIENT_CONFIGS.get() {
         Some(configs) => configs,
-        // The blocking task fills the cell itself, so the work is kept even if the
-        // caller stops waiting (its probe's deadline passed) before it finishes.
-        None => tokio::task::spawn_blocking(|| {
-            CLIENT_CONFIGS.get_or_init(|| build_client_configs(load_system_roots()))
-        })
-        .await
-        .map_err(|_| TlsError::TrustStoreUnavailable)?,
+        None => {
+            let roots = system_roots().await?;
+            CLIENT_CONFIGS.get_or_init(|| build_client_configs(roots))
+        }
     };
     match configs {
         Ok(configs) if verify => Ok(configs.verifying.clone()),
@@ -135,6 +166,365 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     })
 }
 
+/// The crypto provider every configuration is built with (see the module doc).
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The name Kong's nginx presents and verifies for an upstream connection
+/// (`proxy_ssl_name $upstream_host`): the host part of the `Host` value sent upstream,
+/// without its port. An IP literal (or no usable host) gives the address's IP, for
+/// which rustls sends no SNI (RFC 6066) and verifies the certificate's IP names.
+pub fn upstream_server_name(host: Option<&str>, addr: SocketAddr) -> ServerName<'static> {
+    host.map(host_without_port)
+        .filter(|name| !name.is_empty())
+        .and_then(|name| server_name(name).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` → the host part. A bare IPv6 address (no
+/// brackets) is returned whole.
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(host, |(inside, _)| inside);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// A client certificate chain and its key (Kong's `certificates` entity, validated by
+/// the config layer), presented for mutual TLS.
+pub struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+    /// Probe configurations with this certificate, for verify off / on, built on first
+    /// use and kept so probes resume TLS sessions.
+    probe_configs: [tokio::sync::OnceCell<Arc<ClientConfig>>; 2],
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.chain == other.chain && self.key.secret_der() == other.key.secret_der()
+    }
+}
+
+impl ClientIdentity {
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: Arc<PrivateKeyDer<'static>>) -> Self {
+        ClientIdentity {
+            chain,
+            key,
+            probe_configs: Default::default(),
+        }
+    }
+
+    /// A probe connector presenting this certificate (verify as `https_verify_certificate`).
+    pub async fn probe_connector(&self, verify: bool, sni: &str) -> Result<Connector, TlsError> {
+        let server_name = server_name(sni)?;
+        let config = self.probe_configs[usize::from(verify)]
+            .get_or_try_init(|| async {
+                let roots = system_roots().await?;
+                let verifier = if verify {
+                    Verifier::Roots { roots, depth: None }
+                } else {
+                    Verifier::AcceptAny
+                };
+                build_config(&verifier, Some(self), false)
+            })
+            .await?
+            .clone();
+        Ok(Connector {
+            inner: TlsConnector::from(config),
+            server_name,
+        })
+    }
+}
+
+/// Kong's service TLS settings, as the data plane applies them.
+#[derive(Debug, PartialEq)]
+pub struct TlsSettings {
+    /// `tls_verify` (null = Kong's `proxy_ssl_verify`, off by default).
+    pub verify: bool,
+    /// `tls_verify_depth`, intermediates allowed (null = nginx's default).
+    pub verify_depth: u8,
+    /// `ca_certificates`; empty = the system trust store.
+    pub ca_certificates: Vec<CertificateDer<'static>>,
+    /// The service's `client_certificate`, else its upstream's.
+    pub client: Option<Arc<ClientIdentity>>,
+}
+
+/// nginx's `proxy_ssl_verify_depth` default, which Kong keeps when `tls_verify_depth` is
+/// null: the peer's certificate plus one intermediate below the trust anchor.
+pub const DEFAULT_VERIFY_DEPTH: u8 = 1;
+
+/// What `TlsSettings` verify with.
+enum Verifier {
+    AcceptAny,
+    Roots {
+        roots: Arc<RootCertStore>,
+        /// Intermediates allowed; `None` for no limit (probes: Kong's prober leaves the
+        /// depth to OpenSSL's default of 100).
+        depth: Option<usize>,
+    },
+}
+
+/// The TLS side of connections to `https` services with one set of settings.
+pub struct UpstreamTls {
+    settings: TlsSettings,
+    /// Unique per live `UpstreamTls`: the pool keys TLS connections by it, so connections
+    /// made with different settings never mix.
+    id: u64,
+    config: tokio::sync::OnceCell<Arc<ClientConfig>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("id", &self.id)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Live `UpstreamTls`es by a hash of their settings (equal settings, one instance).
+static REGISTRY: Mutex<Option<HashMap<u64, Vec<Weak<UpstreamTls>>>>> = Mutex::new(None);
+
+impl UpstreamTls {
+    /// The `UpstreamTls` for `settings`: an existing one with equal settings if any is
+    /// alive (so a reload keeps its configuration, sessions and pooled connections), else
+    /// a new one. Its client configuration is built on first use.
+    pub fn shared(settings: TlsSettings) -> Arc<UpstreamTls> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let hash = settings_hash(&settings);
+        let mut registry = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+        let map = registry.get_or_insert_with(HashMap::new);
+        // Forget dropped instances, so the map stays as large as the live settings.
+        map.retain(|_, list| {
+            list.retain(|weak| weak.strong_count() > 0);
+            !list.is_empty()
+        });
+        let list = map.entry(hash).or_default();
+        if let Some(existing) = list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|tls| tls.settings == settings)
+        {
+            return existing;
+        }
+        let tls = Arc::new(UpstreamTls {
+            settings,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            config: tokio::sync::OnceCell::new(),
+        });
+        list.push(Arc::downgrade(&tls));
+        tls
+    }
+
+    /// Identifies these settings in pool keys.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A connector presenting `server_name` (SNI for a DNS name, none for an IP).
+    pub async fn connector(&self, server_name: ServerName<'static>) -> Result<Connector, TlsError> {
+        let config = self
+            .config
+            .get_or_try_init(|| async {
+                let verifier = if !self.settings.verify {
+                    Verifier::AcceptAny
+                } else if self.settings.ca_certificates.is_empty() {
+                    Verifier::Roots {
+                        roots: system_roots().await?,
+                        depth: Some(usize::from(self.settings.verify_depth)),
+                    }
+                } else {
+                    let mut roots = RootCertStore::empty();
+                    for ca in &self.settings.ca_certificates {
+                        roots.add(ca.clone())?;
+                    }
+                    Verifier::Roots {
+                        roots: Arc::new(roots),
+                        depth: Some(usize::from(self.settings.verify_depth)),
+                    }
+                };
+                build_config(&verifier, self.settings.client.as_deref(), true)
+            })
+            .await?
+            .clone();
+        Ok(Connector {
+            inner: TlsConnector::from(config),
+            server_name,
+        })
+    }
+}
+
+fn settings_hash(settings: &TlsSettings) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    settings.verify.hash(&mut hasher);
+    settings.verify_depth.hash(&mut hasher);
+    for ca in &settings.ca_certificates {
+        ca.as_ref().hash(&mut hasher);
+    }
+    if let Some(client) = &settings.client {
+        for cert in &client.chain {
+            cert.as_ref().hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// A client configuration: `verifier`, an optional client certificate, and ALPN
+/// `http/1.1` when it carries proxied traffic.
+fn build_config(
+    verifier: &Verifier,
+    client: Option<&ClientIdentity>,
+    alpn_http11: bool,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match verifier {
+        Verifier::AcceptAny => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate::new(&provider))),
+        Verifier::Roots { roots, depth: None } => builder.with_root_certificates(roots.clone()),
+        Verifier::Roots {
+            roots,
+            depth: Some(depth),
+        } => {
+            let inner =
+                WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+                    .build()
+                    .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(DepthLimited {
+                    inner,
+                    roots: roots.clone(),
+                    depth: *depth,
+                    algorithms: provider.signature_verification_algorithms,
+                }))
+        }
+    };
+    let mut config = match client {
+        Some(identity) => {
+            builder.with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    if alpn_http11 {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    Ok(Arc::new(config))
+}
+
+/// `tls_verify_depth`: the chain must verify as rustls verifies it, *and* the path to the
+/// trust anchor may hold at most `depth` intermediates (OpenSSL's meaning of the depth).
+#[derive(Debug)]
+struct DepthLimited {
+    inner: Arc<WebPkiServerVerifier>,
+    roots: Arc<RootCertStore>,
+    depth: usize,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+/// The peer's chain is longer than `tls_verify_depth` allows.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "certificate chain too long: {intermediates} intermediate certificates, tls_verify_depth allows {depth}"
+)]
+struct ChainTooLong {
+    intermediates: usize,
+    depth: usize,
+}
+
+impl ServerCertVerifier for DepthLimited {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        // The path cannot use more intermediates than the peer sent, so the common case
+        // (a short chain) needs no second path search.
+        if intermediates.len() <= self.depth {
+            return Ok(verified);
+        }
+        let invalid = |_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(invalid)?;
+        let path = cert
+            .verify_for_usage(
+                self.algorithms.all,
+                &self.roots.roots,
+                intermediates,
+                now,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .map_err(invalid)?;
+        let used = path.intermediate_certificates().count();
+        if used > self.depth {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(ChainTooLong {
+                    intermediates: used,
+                    depth: self.depth,
+                })),
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 fn load_system_roots() -> RootCertStore {
     let loaded = rustls_native_certs::load_native_certs();
     for error in &loaded.errors {
@@ -153,8 +543,8 @@ fn load_system_roots() -> RootCertStore {
     roots
 }
 
-fn build_client_configs(roots: RootCertStore) -> Result<ClientConfigs, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+fn build_client_configs(roots: Arc<RootCertStore>) -> Result<ClientConfigs, rustls::Error> {
+    let provider = provider();
     let verifying = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

@@ -4,9 +4,15 @@
 //! everything else going wrong. Active probes keep the standby's *health* fresh; this
 //! keeps its *connections* warm.
 //!
-//! Bounded: one connection per standby address, at most [`MAX_WARM_PER_ROUND`] connects
-//! per round, a round every [`WARM_PERIOD`]. Addresses that take traffic already have
-//! pooled connections and are skipped.
+//! Bounded: one connection per standby address and way of dialling it, at most
+//! [`MAX_WARM_PER_ROUND`] connects per round, a round every [`WARM_PERIOD`]. Addresses
+//! that take traffic already have pooled connections and are skipped.
+//!
+//! For an upstream that `https` services use, the warm connection is a TLS one, made
+//! with those services' settings and the server name a request would present (the
+//! upstream's `host_header`, else the target's hostname), so the first request after a
+//! failover skips the handshake as well. (A route with `preserve_host` presents the
+//! client's `Host`, which no warming can guess; its first request pays the handshake.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +20,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::driver::Core;
-use crate::pool::{IDLE_TIMEOUT, Pool};
+use crate::pool::{Endpoint, IDLE_TIMEOUT, Pool};
+use crate::tls::upstream_server_name;
 
 /// Half the pool's idle timeout: a connection opened in one round is still fresh at the
 /// next, so a standby address always has one usable connection.
@@ -46,7 +53,13 @@ pub async fn run(core: Arc<Core>, pool: Arc<Pool>, mut stop: watch::Receiver<boo
 
 async fn round(core: &Core, pool: &Pool) {
     let mut opened = 0;
-    for snapshot in core.slots.snapshots() {
+    for (snapshot, tls) in core.slots.snapshots_with_tls() {
+        // No service uses the upstream: keep today's plain warm connection.
+        let kinds: &[_] = if tls.kinds.is_empty() {
+            &[None]
+        } else {
+            &tls.kinds
+        };
         for tier in snapshot.tiers.iter().filter(|t| t.share_ppm == 0) {
             for &index in &tier.members {
                 let Some(address) = snapshot.addresses.get(index as usize) else {
@@ -55,14 +68,25 @@ async fn round(core: &Core, pool: &Pool) {
                 if !address.is_available() {
                     continue;
                 }
-                if opened >= MAX_WARM_PER_ROUND {
-                    return;
-                }
-                if pool
-                    .keep_warm(address.key.addr, WARM_PERIOD, WARM_CONNECT_TIMEOUT)
-                    .await
-                {
-                    opened += 1;
+                for kind in kinds {
+                    if opened >= MAX_WARM_PER_ROUND {
+                        return;
+                    }
+                    let addr = address.key.addr;
+                    let endpoint = match kind {
+                        None => Endpoint::plain(addr),
+                        Some(settings) => {
+                            let host = tls.host_header.as_deref().unwrap_or(&address.key.hostname);
+                            let name = upstream_server_name(Some(host), addr);
+                            Endpoint::tls(addr, settings.clone(), name)
+                        }
+                    };
+                    if pool
+                        .keep_warm(&endpoint, WARM_PERIOD, WARM_CONNECT_TIMEOUT)
+                        .await
+                    {
+                        opened += 1;
+                    }
                 }
             }
         }

@@ -142,6 +142,7 @@ pub fn config(source: &str) -> Config {
         enabled: true,
         tags: vec![],
         upstream,
+        tls: Default::default(),
     };
     let route = |id: &str, name: &str, service: usize| Route {
         id: id.into(),
@@ -207,6 +208,9 @@ pub fn config(source: &str) -> Config {
             }),
             tags: vec![],
         }],
+        certificates: Vec::new(),
+        ca_certificates: Vec::new(),
+        upstream_client_certificates: Vec::new(),
         hash: format!("{:032x}", source.len()),
         source: source.into(),
     }

@@ -5,7 +5,9 @@
 //! model is only returned when there is no error.
 //!
 //! Decisions (mirrored in docs/kong-compatibility.md):
-//! - Entities Sluice does not run (consumers, certificates, vaults, credentials, ...) are
+//! - `certificates` and `ca_certificates` are checked (PEM, X.509, key match, CA
+//!   constraint) and used for TLS to upstreams when referenced; unreferenced ones warn.
+//! - Entities Sluice does not run (consumers, snis, vaults, credentials, ...) are
 //!   accepted with a warning; `filter_chains` are rejected because they change traffic.
 //! - Any plugin other than `prometheus` is an error, because silently skipping e.g.
 //!   `rate-limiting` or `key-auth` would open what the user closed. A *disabled*
@@ -17,6 +19,7 @@
 //! defaults, id derivation, reference resolution and the small typed checks they share.
 
 mod address;
+mod certificate;
 mod plugin;
 mod route;
 mod service;
@@ -37,9 +40,10 @@ use crate::diagnostic::{Path, Sink};
 use crate::extensions;
 use crate::model::{
     Config, HeaderValueMatch, HostMatch, PathMatch, Plugin, PluginConfig, PluginScope,
-    PrometheusConfig, Protocol, Route, Service,
+    PrometheusConfig, Protocol, Route, Service, ServiceTls,
 };
 use address::*;
+use certificate::*;
 use plugin::*;
 use route::*;
 use service::*;
@@ -83,7 +87,18 @@ pub(crate) fn validate(sink: &mut Sink, raw: &RawConfig, source: &str) -> Option
     top_level_notes(sink, raw);
 
     let mut ids = IdRegistry::default();
+    let (certificates, ca_certificates, mut tls_refs) = tls_entities(sink, raw, &mut ids);
     let upstreams = upstreams(sink, raw, &mut ids);
+    // Aligned with `upstreams` (one spec per raw upstream).
+    let upstream_client_certificates: Vec<Option<usize>> = raw
+        .upstreams
+        .iter()
+        .map(|u| {
+            u.client_certificate
+                .as_ref()
+                .and_then(|reference| tls_refs.certificate(sink, reference))
+        })
+        .collect();
     let upstream_names: HashMap<&str, usize> = upstreams
         .iter()
         .enumerate()
@@ -94,7 +109,13 @@ pub(crate) fn validate(sink: &mut Sink, raw: &RawConfig, source: &str) -> Option
     let mut services = Vec::new();
     let mut service_keys = KeyIndex::new("services");
     for raw_service in &raw.services {
-        if let Some(service) = service(sink, raw_service, &upstream_names, &upstreams, &mut ids) {
+        if let Some(service) = service(
+            sink,
+            raw_service,
+            (&upstream_names, &upstreams),
+            &mut tls_refs,
+            &mut ids,
+        ) {
             service_keys.add(
                 sink,
                 &service.id,
@@ -135,6 +156,8 @@ pub(crate) fn validate(sink: &mut Sink, raw: &RawConfig, source: &str) -> Option
         &mut ids,
     );
 
+    tls_refs.warn_unused(sink, raw);
+
     if sink.has_errors() {
         return None;
     }
@@ -144,6 +167,9 @@ pub(crate) fn validate(sink: &mut Sink, raw: &RawConfig, source: &str) -> Option
         routes,
         upstreams,
         plugins,
+        certificates,
+        ca_certificates,
+        upstream_client_certificates,
         hash: source_hash(source),
         source: Arc::from(source),
     })

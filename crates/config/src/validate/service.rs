@@ -1,6 +1,6 @@
 //! Services: the `url` shorthand, protocol (Sluice runs http/https only), host, port,
-//! path, retries and timeouts with Kong's defaults, and the link to an upstream when the
-//! host names one.
+//! path, retries and timeouts with Kong's defaults, the link to an upstream when the
+//! host names one, and the TLS fields of https services.
 
 use super::*;
 
@@ -91,8 +91,8 @@ pub(super) fn parse_url(sink: &mut Sink, url: &Sp<String>) -> Option<ParsedUrl> 
 pub(super) fn service(
     sink: &mut Sink,
     raw: &RawService,
-    upstream_names: &HashMap<&str, usize>,
-    upstreams: &[UpstreamSpec],
+    (upstream_names, upstreams): (&HashMap<&str, usize>, &[UpstreamSpec]),
+    tls_refs: &mut TlsRefs,
     ids: &mut IdRegistry,
 ) -> Option<Service> {
     const PROTOCOLS: &[&str] = &[
@@ -177,14 +177,7 @@ pub(super) fn service(
             }
         }),
     };
-    for setting in &raw.tls_settings {
-        sink.warning(
-            &setting.path,
-            setting.pos,
-            format!("{} is not applied by Sluice", setting.value),
-            "Sluice connects to https upstreams with the system trust store and no client certificate",
-        );
-    }
+    let tls = service_tls(sink, raw, protocol, tls_refs);
     let name = raw.name.as_ref().map(|n| n.value.clone());
     if let Some(n) = &raw.name {
         check_name(sink, n);
@@ -217,7 +210,67 @@ pub(super) fn service(
         enabled: raw.enabled.as_ref().is_none_or(|e| e.value),
         tags: tags(sink, &raw.tags),
         upstream,
+        tls,
     })
+}
+
+/// Kong's TLS fields of a service: only an `https` service may set them (Kong's
+/// conditional entity checks), references must resolve, the depth is 0..=64.
+fn service_tls(
+    sink: &mut Sink,
+    raw: &RawService,
+    protocol: Protocol,
+    tls_refs: &mut TlsRefs,
+) -> ServiceTls {
+    if protocol != Protocol::Https {
+        let written = [
+            raw.client_certificate
+                .as_ref()
+                .map(|r| (&r.key.path, r.key.pos)),
+            raw.tls_verify.as_ref().map(|v| (&v.path, v.pos)),
+            raw.ca_certificates.as_ref().map(|v| (&v.path, v.pos)),
+        ];
+        for (path, pos) in written.into_iter().flatten() {
+            sink.error_hint(
+                path,
+                pos,
+                "value must be null",
+                "TLS settings apply to https services only; set protocol: https or remove this",
+            );
+        }
+        if let Some(depth) = &raw.tls_verify_depth {
+            sink.warning(
+                &depth.path,
+                depth.pos,
+                "tls_verify_depth has no effect on a service that is not https",
+                "remove it, or set protocol: https",
+            );
+        }
+        return ServiceTls::default();
+    }
+    let verify_depth = raw
+        .tls_verify_depth
+        .as_ref()
+        .map(|_| u8::try_from(int_in(sink, &raw.tls_verify_depth, 0, 64, 1)).unwrap_or(1));
+    let ca_certificates = raw
+        .ca_certificates
+        .as_ref()
+        .map(|list| {
+            list.value
+                .iter()
+                .filter_map(|id| tls_refs.ca_certificate(sink, id))
+                .collect()
+        })
+        .unwrap_or_default();
+    ServiceTls {
+        verify: raw.tls_verify.as_ref().map(|v| v.value),
+        verify_depth,
+        ca_certificates,
+        client_certificate: raw
+            .client_certificate
+            .as_ref()
+            .and_then(|reference| tls_refs.certificate(sink, reference)),
+    }
 }
 
 pub(super) fn timeout(sink: &mut Sink, raw: &Option<Sp<i64>>) -> Duration {

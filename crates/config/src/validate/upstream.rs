@@ -92,14 +92,6 @@ pub(super) fn upstream(sink: &mut Sink, raw: &RawUpstream, ids: &mut IdRegistry)
                 None
             }
         });
-    if let Some(pos) = raw.client_certificate {
-        sink.warning(
-            &raw.path.key("client_certificate"),
-            pos,
-            "client_certificate (upstream mTLS) is not applied by Sluice",
-            "Sluice connects to targets without a client certificate; remove it or terminate mTLS elsewhere",
-        );
-    }
     if let Some(srv) = raw.use_srv_name.as_ref().filter(|v| v.value) {
         sink.warning(
             &srv.path,

@@ -14,5 +14,6 @@ mod retries;
 mod robustness;
 mod routing;
 mod shutdown;
+mod upstream_tls;
 mod warm;
 mod websocket;

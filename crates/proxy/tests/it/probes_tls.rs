@@ -187,12 +187,12 @@ async fn unverified_probe_reads_the_status_over_tls_and_sends_https_sni() {
     let backend = TlsBackend::start(200).await;
     let check = https_check(false, Some(CERT_NAME));
     assert_eq!(
-        probe(backend.addr, &check, "backend.internal:8443").await,
+        probe(backend.addr, &check, "backend.internal:8443", None).await,
         ProbeOutcome::Status(200)
     );
     backend.set_status(503);
     assert_eq!(
-        probe(backend.addr, &check, "backend.internal:8443").await,
+        probe(backend.addr, &check, "backend.internal:8443", None).await,
         ProbeOutcome::Status(503)
     );
     assert_eq!(backend.handshakes(), 2);
@@ -216,12 +216,12 @@ async fn a_non_http_answer_over_tls_is_status_zero_and_a_cut_line_a_tcp_failure(
     backend.answer_raw(b"220 smtp.example ESMTP ready\r\n");
     // Kong reports an unparsable status line as status 0: an HTTP failure.
     assert_eq!(
-        probe(backend.addr, &check, CERT_NAME).await,
+        probe(backend.addr, &check, CERT_NAME, None).await,
         ProbeOutcome::Status(0)
     );
     backend.answer_raw(b"HTTP/1.1 200 OK");
     assert_eq!(
-        probe(backend.addr, &check, CERT_NAME).await,
+        probe(backend.addr, &check, CERT_NAME, None).await,
         ProbeOutcome::TcpFailure,
         "the connection closed before the status line ended"
     );
@@ -235,7 +235,7 @@ async fn repeated_probes_resume_the_tls_session_through_the_shared_config() {
     let check = https_check(false, Some("resume.probe.test"));
     for _ in 0..3 {
         assert_eq!(
-            probe(backend.addr, &check, CERT_NAME).await,
+            probe(backend.addr, &check, CERT_NAME, None).await,
             ProbeOutcome::Status(200)
         );
     }
@@ -252,12 +252,12 @@ async fn without_https_sni_the_host_value_without_port_is_the_sni() {
     let backend = TlsBackend::start(200).await;
     let check = https_check(false, None);
     assert_eq!(
-        probe(backend.addr, &check, "backend.internal:8443").await,
+        probe(backend.addr, &check, "backend.internal:8443", None).await,
         ProbeOutcome::Status(200)
     );
     // An IP-literal Host gives no SNI at all: RFC 6066 forbids IP addresses there.
     assert_eq!(
-        probe(backend.addr, &check, &backend.addr.to_string()).await,
+        probe(backend.addr, &check, &backend.addr.to_string(), None).await,
         ProbeOutcome::Status(200)
     );
     assert_eq!(
@@ -271,7 +271,7 @@ async fn verified_probe_refuses_a_self_signed_certificate_as_a_tcp_failure() {
     let backend = TlsBackend::start(200).await;
     let check = https_check(true, Some(CERT_NAME));
     assert_eq!(
-        probe(backend.addr, &check, CERT_NAME).await,
+        probe(backend.addr, &check, CERT_NAME, None).await,
         ProbeOutcome::TcpFailure
     );
     assert_eq!(backend.hellos(), 1, "the prober reached the backend");
@@ -296,7 +296,7 @@ async fn a_handshake_that_never_completes_is_a_tcp_failure_per_kong() {
     check.timeout = Duration::from_millis(200);
     let started = tokio::time::Instant::now();
     assert_eq!(
-        probe(addr, &check, CERT_NAME).await,
+        probe(addr, &check, CERT_NAME, None).await,
         ProbeOutcome::TcpFailure
     );
     assert!(
@@ -308,7 +308,7 @@ async fn a_handshake_that_never_completes_is_a_tcp_failure_per_kong() {
         crate::support::backend::Backend::start("plain", crate::support::backend::Behavior::Ok)
             .await;
     assert_eq!(
-        probe(plain.addr, &check, CERT_NAME).await,
+        probe(plain.addr, &check, CERT_NAME, None).await,
         ProbeOutcome::TcpFailure
     );
     silent.abort();

@@ -103,6 +103,7 @@ fn service(id: &str, name: Option<&str>, host: &str, upstream: Option<usize>) ->
         enabled: true,
         tags: Vec::new(),
         upstream,
+        tls: Default::default(),
     }
 }
 
@@ -165,6 +166,9 @@ pub fn config_with_plugins(plugins: Vec<Plugin>) -> Config {
         ],
         upstreams: vec![upstream_spec()],
         plugins,
+        certificates: Vec::new(),
+        ca_certificates: Vec::new(),
+        upstream_client_certificates: Vec::new(),
         hash: "3b1f0c9a5e".into(),
         source: Arc::from(""),
     }

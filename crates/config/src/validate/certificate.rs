@@ -1,0 +1,405 @@
+//! `certificates` and `ca_certificates`: Kong's PEM entities, checked the way Kong's schema
+//! checks them, and the references services and upstreams make to them.
+//!
+//! Checks (Kong's words where Kong has them):
+//! - `certificates[].cert` is one or more PEM `CERTIFICATE` blocks (leaf first), each a
+//!   parsable X.509 certificate; `key` is one PEM private key (PKCS#8, PKCS#1 or SEC1)
+//!   that the TLS stack can sign with, and it must belong to the leaf ("certificate does
+//!   not match key"). `cert_alt`/`key_alt` are all-or-none and checked the same way.
+//! - `ca_certificates[].cert` is exactly one certificate ("please submit only one
+//!   certificate at a time") with the basic constraint `CA:TRUE`.
+//! - References (`services[].client_certificate`, `services[].ca_certificates[]`,
+//!   `upstreams[].client_certificate`) name an entity of the file by id.
+//!
+//! Not checked, on purpose: Kong rejects a CA certificate whose "Not After" is in the
+//! past *at load time*. Validation here reads no clock (the same file must give the same
+//! verdict tomorrow), and an expired CA fails every verified handshake anyway, which the
+//! gateway reports as a connect failure.
+//!
+//! The DER is kept in the model so the data plane never parses PEM again.
+
+use rustls::crypto::ring::default_provider;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::*;
+use crate::model::{CaCertificate, Certificate};
+use crate::raw::{RawCaCertificate, RawCertificate};
+
+/// Ids of the file's certificates and CA certificates, and which ones something uses.
+#[derive(Default)]
+pub(super) struct TlsRefs {
+    certificates: HashMap<String, usize>,
+    ca_certificates: HashMap<String, usize>,
+    used_certificates: Vec<bool>,
+    used_ca_certificates: Vec<bool>,
+}
+
+/// Validates both entity collections.
+pub(super) fn tls_entities(
+    sink: &mut Sink,
+    raw: &RawConfig,
+    ids: &mut IdRegistry,
+) -> (Vec<Certificate>, Vec<CaCertificate>, TlsRefs) {
+    let mut refs = TlsRefs::default();
+    let mut certificates = Vec::new();
+    for raw_cert in &raw.certificates {
+        let id = ids.id(
+            sink,
+            "certificates",
+            &raw_cert.id,
+            &raw_cert.path.to_string(),
+        );
+        if let Some(certificate) = certificate(sink, raw_cert, id.clone()) {
+            refs.certificates.insert(id, certificates.len());
+            certificates.push(certificate);
+        }
+    }
+    let mut cas = Vec::new();
+    for raw_ca in &raw.ca_certificates {
+        let id = ids.id(
+            sink,
+            "ca_certificates",
+            &raw_ca.id,
+            &raw_ca.path.to_string(),
+        );
+        if let Some(ca) = ca_certificate(sink, raw_ca, id.clone()) {
+            refs.ca_certificates.insert(id, cas.len());
+            cas.push(ca);
+        }
+    }
+    refs.used_certificates = vec![false; certificates.len()];
+    refs.used_ca_certificates = vec![false; cas.len()];
+    (certificates, cas, refs)
+}
+
+impl TlsRefs {
+    /// Resolves a `client_certificate` reference (by id).
+    pub(super) fn certificate(&mut self, sink: &mut Sink, reference: &RawRef) -> Option<usize> {
+        let index = lookup(
+            sink,
+            &reference.key,
+            &self.certificates,
+            "client_certificate",
+            "certificates",
+        )?;
+        if let Some(used) = self.used_certificates.get_mut(index) {
+            *used = true;
+        }
+        Some(index)
+    }
+
+    /// Resolves one `ca_certificates[]` element (a CA certificate's id).
+    pub(super) fn ca_certificate(&mut self, sink: &mut Sink, id: &Sp<String>) -> Option<usize> {
+        let index = lookup(
+            sink,
+            id,
+            &self.ca_certificates,
+            "ca_certificates",
+            "ca_certificates",
+        )?;
+        if let Some(used) = self.used_ca_certificates.get_mut(index) {
+            *used = true;
+        }
+        Some(index)
+    }
+
+    /// Warns about entities nothing references: Sluice does not terminate TLS, so a
+    /// certificate only matters as an upstream client certificate, a CA only when a
+    /// service trusts it.
+    pub(super) fn warn_unused(&self, sink: &mut Sink, raw: &RawConfig) {
+        let unused_certs = raw.certificates.iter().filter(|c| {
+            c.id.as_ref()
+                .and_then(|id| Uuid::parse_str(&id.value).ok())
+                .map_or(true, |id| {
+                    self.certificates
+                        .get(&id.hyphenated().to_string())
+                        .and_then(|&i| self.used_certificates.get(i))
+                        .is_none_or(|used| !used)
+                })
+        });
+        for raw_cert in unused_certs {
+            sink.warning(
+                &raw_cert.path,
+                raw_cert.pos,
+                "certificate is not used by Sluice",
+                "Sluice does not terminate TLS; a certificate is used only when a service's or upstream's client_certificate names its id",
+            );
+        }
+        let unused_cas = raw.ca_certificates.iter().filter(|c| {
+            c.id.as_ref()
+                .and_then(|id| Uuid::parse_str(&id.value).ok())
+                .map_or(true, |id| {
+                    self.ca_certificates
+                        .get(&id.hyphenated().to_string())
+                        .and_then(|&i| self.used_ca_certificates.get(i))
+                        .is_none_or(|used| !used)
+                })
+        });
+        for raw_ca in unused_cas {
+            sink.warning(
+                &raw_ca.path,
+                raw_ca.pos,
+                "CA certificate is not used by Sluice",
+                "a CA certificate is used only when a service lists its id in ca_certificates",
+            );
+        }
+    }
+}
+
+/// Finds `key` (a UUID) among `ids`, reporting a malformed or dangling reference.
+fn lookup(
+    sink: &mut Sink,
+    key: &Sp<String>,
+    ids: &HashMap<String, usize>,
+    field: &str,
+    entity: &str,
+) -> Option<usize> {
+    let Ok(uuid) = Uuid::parse_str(&key.value) else {
+        sink.error_hint(
+            &key.path,
+            key.pos,
+            "expected a valid UUID",
+            format!("{field} refers to a '{entity}' entity by its id"),
+        );
+        return None;
+    };
+    let found = ids.get(&uuid.hyphenated().to_string()).copied();
+    if found.is_none() {
+        sink.error_hint(
+            &key.path,
+            key.pos,
+            format!(
+                "invalid reference '{field}: {}' (no such entry in '{entity}')",
+                key.value
+            ),
+            format!("declare it under '{entity}' with this id, or fix the id"),
+        );
+    }
+    found
+}
+
+fn required<'a>(
+    sink: &mut Sink,
+    value: &'a Option<Sp<String>>,
+    path: &Path,
+    pos: crate::node::Pos,
+    field: &str,
+    hint: &str,
+) -> Option<&'a Sp<String>> {
+    if value.is_none() {
+        sink.error_hint(&path.key(field), pos, "required field missing", hint);
+    }
+    value.as_ref()
+}
+
+fn certificate(sink: &mut Sink, raw: &RawCertificate, id: String) -> Option<Certificate> {
+    let cert = required(
+        sink,
+        &raw.cert,
+        &raw.path,
+        raw.pos,
+        "cert",
+        "the certificate chain, PEM, leaf first",
+    );
+    let key = required(
+        sink,
+        &raw.key,
+        &raw.path,
+        raw.pos,
+        "key",
+        "the private key of the leaf certificate, PEM",
+    );
+    let chain = cert.and_then(|c| parse_chain(sink, c));
+    let key_der = key.and_then(|k| parse_key(sink, k));
+    let pair = match (chain, key_der, key) {
+        (Some(chain), Some(key_der), Some(key)) => {
+            key_matches(sink, &chain, &key_der, key).then_some((chain, key_der))
+        }
+        _ => None,
+    };
+    match (&raw.cert_alt, &raw.key_alt) {
+        (Some(cert_alt), Some(key_alt)) => {
+            if let (Some(chain), Some(key_der)) =
+                (parse_chain(sink, cert_alt), parse_key(sink, key_alt))
+            {
+                key_matches(sink, &chain, &key_der, key_alt);
+            }
+        }
+        (Some(only), None) | (None, Some(only)) => {
+            sink.error_hint(
+                &only.path,
+                only.pos,
+                "all or none of these fields must be set: 'cert_alt', 'key_alt'",
+                "cert_alt and key_alt are an alternate certificate and its key (e.g. ECDSA next to RSA)",
+            );
+        }
+        (None, None) => {}
+    }
+    if let Some(pos) = raw.snis {
+        sink.warning(
+            &raw.path.key("snis"),
+            pos,
+            "snis are not applied by Sluice",
+            "Sluice does not terminate TLS (put TLS in front of it)",
+        );
+    }
+    let tags = tags(sink, &raw.tags);
+    let (chain, key) = pair?;
+    Some(Certificate {
+        id,
+        chain,
+        key: Arc::new(key),
+        tags,
+    })
+}
+
+fn ca_certificate(sink: &mut Sink, raw: &RawCaCertificate, id: String) -> Option<CaCertificate> {
+    let cert = required(
+        sink,
+        &raw.cert,
+        &raw.path,
+        raw.pos,
+        "cert",
+        "the CA certificate, PEM",
+    );
+    let tags = tags(sink, &raw.tags);
+    let cert = cert?;
+    if cert.value.matches("-----BEGIN CERTIFICATE-----").count() > 1 {
+        sink.error_hint(
+            &cert.path,
+            cert.pos,
+            "please submit only one certificate at a time",
+            "declare each CA certificate as its own ca_certificates entry",
+        );
+        return None;
+    }
+    let mut chain = parse_chain(sink, cert)?;
+    let der = chain.pop()?;
+    let is_ca = x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, parsed)| parsed.is_ca());
+    if !is_ca {
+        sink.error_hint(
+            &cert.path,
+            cert.pos,
+            "certificate does not appear to be a CA because it is missing the \"CA\" basic constraint",
+            "use the certificate of the authority that signed the upstream's certificate",
+        );
+        return None;
+    }
+    Some(CaCertificate {
+        id,
+        cert: der,
+        tags,
+    })
+}
+
+/// The certificates of a PEM text, each checked to be X.509.
+fn parse_chain(sink: &mut Sink, pem_text: &Sp<String>) -> Option<Vec<CertificateDer<'static>>> {
+    let parsed: Result<Vec<CertificateDer<'static>>, pem::Error> =
+        CertificateDer::pem_slice_iter(pem_text.value.as_bytes()).collect();
+    let certs = match parsed {
+        Ok(certs) if certs.is_empty() => {
+            sink.error_hint(
+                &pem_text.path,
+                pem_text.pos,
+                "invalid certificate: no PEM certificate found",
+                "expected -----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----",
+            );
+            return None;
+        }
+        Ok(certs) => certs,
+        Err(e) => {
+            sink.error(
+                &pem_text.path,
+                pem_text.pos,
+                format!("invalid certificate: {}", pem_problem(&e)),
+            );
+            return None;
+        }
+    };
+    for (n, der) in certs.iter().enumerate() {
+        if let Err(e) = x509_parser::parse_x509_certificate(der) {
+            sink.error_hint(
+                &pem_text.path,
+                pem_text.pos,
+                format!(
+                    "invalid certificate: PEM block {} is not an X.509 certificate ({e})",
+                    n + 1
+                ),
+                "the base64 between the BEGIN and END lines is damaged or is not a certificate",
+            );
+            return None;
+        }
+    }
+    Some(certs)
+}
+
+/// The private key of a PEM text.
+fn parse_key(sink: &mut Sink, pem_text: &Sp<String>) -> Option<PrivateKeyDer<'static>> {
+    match PrivateKeyDer::from_pem_slice(pem_text.value.as_bytes()) {
+        Ok(key) => Some(key),
+        Err(pem::Error::NoItemsFound) => {
+            sink.error_hint(
+                &pem_text.path,
+                pem_text.pos,
+                "invalid key: no PEM private key found",
+                "expected a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block (unencrypted)",
+            );
+            None
+        }
+        Err(e) => {
+            sink.error(
+                &pem_text.path,
+                pem_text.pos,
+                format!("invalid key: {}", pem_problem(&e)),
+            );
+            None
+        }
+    }
+}
+
+/// Whether `key` can sign (a type the TLS stack supports) and belongs to the leaf of
+/// `chain`; reported at `at` when not.
+fn key_matches(
+    sink: &mut Sink,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    at: &Sp<String>,
+) -> bool {
+    match CertifiedKey::from_der(chain.to_vec(), key.clone_key(), &default_provider()) {
+        Ok(_) => true,
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            sink.error_hint(
+                &at.path,
+                at.pos,
+                "certificate does not match key",
+                "the key must be the private key of the first certificate in cert",
+            );
+            false
+        }
+        Err(e) => {
+            sink.error_hint(
+                &at.path,
+                at.pos,
+                format!("invalid key: {e}"),
+                "supported: RSA (2048 bits or more), ECDSA P-256/P-384, Ed25519",
+            );
+            false
+        }
+    }
+}
+
+/// A PEM error in words (the library's `Display` prints byte arrays).
+fn pem_problem(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!("missing '{}' line", String::from_utf8_lossy(end_marker))
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("malformed BEGIN line '{}'", String::from_utf8_lossy(line))
+        }
+        pem::Error::Base64Decode(problem) => format!("bad base64 ({problem})"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,526 @@
+//! TLS to `https` services, end to end: the gateway in front of real rustls backends on
+//! loopback, with certificates made by `rcgen` at test time (a private CA, leaves it
+//! signs, a self-signed stranger, and client certificates for mTLS).
+//!
+//! The backends speak keep-alive HTTP/1.1 inside TLS (hyper) and record, per ClientHello,
+//! the SNI, and per completed handshake whether a client certificate came with it, so
+//! the tests see SNI, verification, mTLS and connection reuse from the backend's side.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use sluice_core::event::ProbeOutcome;
+use sluice_core::snapshot::HealthStatus;
+use sluice_proxy::probe::probe;
+use sluice_proxy::tls::ClientIdentity;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::support::{eventually, gateway, get};
+
+/// The name the backends' certificates are issued for.
+const NAME: &str = "api.test";
+
+/// Ids of the certificate entities in the YAML (Kong references them by id).
+const CA_ID: &str = "0e6c5a7e-5b2f-4f4e-9d1a-000000000001";
+const CLIENT_ID: &str = "0e6c5a7e-5b2f-4f4e-9d1a-000000000002";
+
+/// A certificate authority made for one test.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(common_name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let key = KeyPair::generate().expect("CA key");
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, key).expect("self-sign the CA"),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    /// A leaf for `names`, signed by this CA: (certificate DER, its PEM, key PEM, key DER).
+    fn leaf(&self, names: &[&str]) -> Leaf {
+        let params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .expect("leaf params");
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign the leaf");
+        Leaf {
+            der: cert.der().clone(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+struct Leaf {
+    der: CertificateDer<'static>,
+    pem: String,
+    key_pem: String,
+    key_der: Vec<u8>,
+}
+
+impl Leaf {
+    fn self_signed(names: &[&str]) -> Leaf {
+        let certified = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("self-signed certificate");
+        Leaf {
+            der: certified.cert.der().clone(),
+            pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+            key_der: certified.signing_key.serialize_der(),
+        }
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// What a backend saw.
+#[derive(Default)]
+struct Seen {
+    snis: Mutex<Vec<Option<String>>>,
+    hellos: AtomicU64,
+    handshakes: AtomicU64,
+    /// Completed handshakes in which the client presented a certificate.
+    with_client_cert: AtomicU64,
+}
+
+/// A keep-alive HTTPS/1.1 server answering `200 <name>` to everything.
+struct Backend {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+    accept_loop: JoinHandle<()>,
+}
+
+impl Backend {
+    /// Serves `leaf`; with `client_ca`, requires a client certificate signed by it.
+    async fn start(name: &'static str, leaf: &Leaf, client_ca: Option<&Ca>) -> Backend {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring offers safe protocol versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.der()).expect("client CA");
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(vec![leaf.der.clone()], leaf.key())
+            .expect("certificate and key match");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let seen = Arc::new(Seen::default());
+        let accept_loop = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(serve(stream, config.clone(), seen.clone(), name));
+                }
+            }
+        });
+        Backend {
+            addr,
+            seen,
+            accept_loop,
+        }
+    }
+
+    fn hellos(&self) -> u64 {
+        self.seen.hellos.load(Ordering::SeqCst)
+    }
+
+    fn handshakes(&self) -> u64 {
+        self.seen.handshakes.load(Ordering::SeqCst)
+    }
+
+    fn with_client_cert(&self) -> u64 {
+        self.seen.with_client_cert.load(Ordering::SeqCst)
+    }
+
+    fn snis(&self) -> Vec<Option<String>> {
+        self.seen.snis.lock().expect("snis lock").clone()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    config: Arc<ServerConfig>,
+    seen: Arc<Seen>,
+    name: &'static str,
+) {
+    let Ok(start) = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await
+    else {
+        return;
+    };
+    seen.hellos.fetch_add(1, Ordering::SeqCst);
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    seen.snis.lock().expect("snis lock").push(sni);
+    let Ok(tls) = start.into_stream(config).await else {
+        return;
+    };
+    seen.handshakes.fetch_add(1, Ordering::SeqCst);
+    if tls.get_ref().1.peer_certificates().is_some() {
+        seen.with_client_cert.fetch_add(1, Ordering::SeqCst);
+    }
+    let service = service_fn(move |_request| async move {
+        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
+    });
+    let _ = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
+}
+
+/// `text` as a YAML block scalar body indented by `indent` spaces.
+fn block(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    text.lines().map(|line| format!("{pad}{line}\n")).collect()
+}
+
+fn ca_entity(ca: &Ca) -> String {
+    format!(
+        "ca_certificates:\n  - id: {CA_ID}\n    cert: |\n{}",
+        block(&ca.pem(), 6)
+    )
+}
+
+fn client_cert_entity(leaf: &Leaf) -> String {
+    format!(
+        "certificates:\n  - id: {CLIENT_ID}\n    cert: |\n{}    key: |\n{}",
+        block(&leaf.pem, 6),
+        block(&leaf.key_pem, 6)
+    )
+}
+
+#[tokio::test]
+async fn https_service_answers_over_tls_with_sni_and_reuses_its_connection() {
+    let backend = Backend::start("tls-backend", &Leaf::self_signed(&[NAME]), None).await;
+    // Two services on one backend address: one through an upstream whose host_header is
+    // the certificate's name (SNI api.test), one by IP literal (no SNI). tls_verify is
+    // null: Kong leaves nginx's proxy_ssl_verify, off, so the self-signed cert is fine.
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: by-name
+    protocol: https
+    host: pool
+    routes: [{{ name: a, paths: ["/a"] }}]
+  - name: by-ip
+    url: https://{addr}
+    routes: [{{ name: b, paths: ["/b"] }}]
+upstreams:
+  - name: pool
+    host_header: {NAME}
+    targets: [{{ target: "{addr}" }}]
+"#,
+        addr = backend.addr
+    );
+    let gw = gateway(&yaml).await;
+    for _ in 0..3 {
+        let reply = get(&gw, "/a").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "tls-backend"));
+    }
+    assert_eq!(
+        backend.handshakes(),
+        1,
+        "the pooled TLS connection is reused"
+    );
+    for _ in 0..3 {
+        let reply = get(&gw, "/b").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "tls-backend"));
+    }
+    assert_eq!(
+        backend.handshakes(),
+        2,
+        "a connection with another server name is not reused for it, and is itself reused"
+    );
+    assert_eq!(backend.snis(), vec![Some(NAME.to_owned()), None]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn verify_on_refuses_an_untrusted_certificate_retries_elsewhere_and_trusts_the_given_ca() {
+    let ca = Ca::new("Sluice test CA");
+    let trusted = Backend::start("trusted", &ca.leaf(&[NAME]), None).await;
+    let stranger = Backend::start("stranger", &Leaf::self_signed(&[NAME]), None).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+{ca}
+services:
+  - name: mixed
+    protocol: https
+    host: mixed-pool
+    tls_verify: true
+    ca_certificates: [{CA_ID}]
+    routes: [{{ name: m, paths: ["/mixed"] }}]
+  - name: untrusted-only
+    protocol: https
+    host: stranger-pool
+    tls_verify: true
+    ca_certificates: [{CA_ID}]
+    retries: 1
+    routes: [{{ name: u, paths: ["/untrusted"] }}]
+upstreams:
+  - name: mixed-pool
+    host_header: {NAME}
+    healthchecks:
+      passive:
+        unhealthy: {{ tcp_failures: 1 }}
+    targets:
+      - target: "{trusted}"
+      - target: "{stranger}"
+  - name: stranger-pool
+    host_header: {NAME}
+    targets: [{{ target: "{stranger}" }}]
+"#,
+        ca = ca_entity(&ca),
+        trusted = trusted.addr,
+        stranger = stranger.addr,
+    );
+    let gw = gateway(&yaml).await;
+    let reply = get(&gw, "/untrusted").await;
+    assert_eq!(
+        reply.status, 502,
+        "an untrusted certificate is refused: {reply:?}"
+    );
+    assert!(
+        stranger.hellos() >= 1,
+        "the gateway reached the untrusted backend"
+    );
+    // Round-robin over both targets: every request still ends at the trusted one, the
+    // refused handshake being retried on it (nothing was sent).
+    let hellos_before = stranger.hellos();
+    for _ in 0..4 {
+        let reply = get(&gw, "/mixed").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "trusted"));
+    }
+    assert!(trusted.handshakes() >= 1);
+    assert!(
+        stranger.hellos() > hellos_before,
+        "some first attempts went to the untrusted target and were retried"
+    );
+    // The refused handshake counted as a tcp failure for passive health.
+    let stranger_target = stranger.addr.to_string();
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            gw.upstream_status("mixed-pool").is_some_and(|status| {
+                status
+                    .targets
+                    .iter()
+                    .any(|t| t.target == stranger_target && t.health == HealthStatus::Unhealthy)
+            })
+        })
+        .await,
+        "a failed handshake is a tcp failure: {:?}",
+        gw.upstream_status("mixed-pool")
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn mtls_backend_accepts_the_client_certificate_and_refuses_a_client_without_one() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let client = client_ca.leaf(&["gateway.test"]);
+    let backend = Backend::start("mtls", &server_ca.leaf(&[NAME]), Some(&client_ca)).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+{certs}
+{ca}
+services:
+  - name: with-cert
+    protocol: https
+    host: pool
+    tls_verify: true
+    ca_certificates: [{CA_ID}]
+    client_certificate: {{ id: {CLIENT_ID} }}
+    routes: [{{ name: with-cert, paths: ["/with"] }}]
+  - name: upstream-cert
+    protocol: https
+    host: pool-with-cert
+    routes: [{{ name: u, paths: ["/upstream"] }}]
+  - name: without-cert
+    protocol: https
+    host: pool
+    retries: 0
+    routes: [{{ name: no-cert, paths: ["/without"] }}]
+upstreams:
+  - name: pool
+    host_header: {NAME}
+    targets: [{{ target: "{addr}" }}]
+  - name: pool-with-cert
+    host_header: {NAME}
+    client_certificate: {CLIENT_ID}
+    targets: [{{ target: "{addr}" }}]
+"#,
+        certs = client_cert_entity(&client),
+        ca = ca_entity(&server_ca),
+        addr = backend.addr,
+    );
+    let gw = gateway(&yaml).await;
+    let reply = get(&gw, "/with").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "mtls"));
+    let reply = get(&gw, "/upstream").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "mtls"),
+        "the upstream's client_certificate is used when the service has none"
+    );
+    assert_eq!(backend.with_client_cert(), 2);
+    let reply = get(&gw, "/without").await;
+    assert_eq!(
+        reply.status, 502,
+        "no client certificate, no answer: {reply:?}"
+    );
+    assert_eq!(backend.with_client_cert(), 2);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_probes_present_the_upstream_client_certificate() {
+    let server_ca = Ca::new("probe server CA");
+    let client_ca = Ca::new("probe client CA");
+    let client = client_ca.leaf(&["gateway.test"]);
+    let backend = Backend::start("mtls-probe", &server_ca.leaf(&[NAME]), Some(&client_ca)).await;
+    let mut check = sluice_core::topology::HealthChecks::default().active;
+    check.probe_type = sluice_core::topology::ProbeType::Https;
+    check.https_verify_certificate = false;
+    check.timeout = Duration::from_millis(500);
+    let identity = ClientIdentity::new(vec![client.der.clone()], Arc::new(client.key()));
+    assert_eq!(
+        probe(backend.addr, &check, NAME, Some(&identity)).await,
+        ProbeOutcome::Status(200)
+    );
+    assert_eq!(backend.with_client_cert(), 1);
+    // Without the certificate the backend ends the session before any status line.
+    assert_eq!(
+        probe(backend.addr, &check, NAME, None).await,
+        ProbeOutcome::TcpFailure
+    );
+    // Through the gateway: the upstream's client_certificate keeps the target healthy.
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+{certs}
+services:
+  - name: svc
+    protocol: https
+    host: pool
+    routes: [{{ name: r, paths: ["/"] }}]
+upstreams:
+  - name: pool
+    client_certificate: {CLIENT_ID}
+    healthchecks:
+      active:
+        type: https
+        https_verify_certificate: false
+        https_sni: {NAME}
+        timeout: 0.5
+        healthy: {{ interval: 0.1, successes: 1 }}
+        unhealthy: {{ interval: 0.1, tcp_failures: 1, http_failures: 1 }}
+    targets: [{{ target: "{addr}" }}]
+"#,
+        certs = client_cert_entity(&client),
+        addr = backend.addr,
+    );
+    let gw = gateway(&yaml).await;
+    let before = backend.with_client_cert();
+    assert!(
+        eventually(Duration::from_secs(3), || backend.with_client_cert()
+            >= before + 2)
+        .await,
+        "probes present the client certificate"
+    );
+    let target = backend.addr.to_string();
+    assert!(
+        gw.upstream_status("pool").is_some_and(|s| s
+            .targets
+            .iter()
+            .any(|t| t.target == target && t.health == HealthStatus::Healthy)),
+        "{:?}",
+        gw.upstream_status("pool")
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_handshake_is_a_connect_timeout() {
+    // Accepts TCP and says nothing: the handshake runs into connect_timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: https://{addr}
+    connect_timeout: 200
+    retries: 0
+    routes: [{{ name: r, paths: ["/"] }}]
+"#
+    );
+    let gw = gateway(&yaml).await;
+    let started = tokio::time::Instant::now();
+    let reply = get(&gw, "/").await;
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the handshake is bounded by connect_timeout"
+    );
+    gw.shutdown().await;
+    silent.abort();
+}
