@@ -620,3 +620,23 @@ fn kong_shorthands_decide_the_algorithm_in_kongs_order() {
     // ...but hash_fallback must then be none, as Kong's entity check demands.
     assert!(algorithm("    algorithm: least-connections\n    hash_fallback: ip\n").is_err());
 }
+
+#[test]
+fn tls_settings_resolve_to_the_declared_certificates() {
+    let config = ok("tls-upstream.yaml");
+    assert_eq!(config.certificates.len(), 1);
+    assert_eq!(config.ca_certificates.len(), 1);
+    let certificate = &config.certificates[0];
+    assert_eq!(certificate.id, "5f0e7c4a-1c2d-4e3f-8a9b-000000000002");
+    assert_eq!(certificate.chain.len(), 1);
+    let billing = &config.services[0];
+    assert_eq!(billing.protocol, Protocol::Https);
+    assert_eq!(billing.port, 8443);
+    assert_eq!(billing.tls.verify, Some(true));
+    assert_eq!(billing.tls.verify_depth, Some(2));
+    assert_eq!(billing.tls.ca_certificates, vec![0]);
+    assert_eq!(billing.tls.client_certificate, Some(0));
+    let ledger = &config.services[1];
+    assert_eq!(ledger.tls, Default::default(), "null settings stay null");
+    assert_eq!(config.upstream_client_certificates, vec![Some(0)]);
+}

@@ -30,10 +30,15 @@ use crate::raw::{RawCaCertificate, RawCertificate};
 /// Ids of the file's certificates and CA certificates, and which ones something uses.
 #[derive(Default)]
 pub(super) struct TlsRefs {
-    certificates: HashMap<String, usize>,
-    ca_certificates: HashMap<String, usize>,
+    /// Id → index in the model; `None` for an entity that failed its own checks (a
+    /// reference to it is not reported again as dangling).
+    certificates: HashMap<String, Option<usize>>,
+    ca_certificates: HashMap<String, Option<usize>>,
     used_certificates: Vec<bool>,
     used_ca_certificates: Vec<bool>,
+    /// Where each valid entity was written (indexed like the model's lists).
+    certificate_at: Vec<(Path, crate::node::Pos)>,
+    ca_certificate_at: Vec<(Path, crate::node::Pos)>,
 }
 
 /// Validates both entity collections.
@@ -51,8 +56,12 @@ pub(super) fn tls_entities(
             &raw_cert.id,
             &raw_cert.path.to_string(),
         );
-        if let Some(certificate) = certificate(sink, raw_cert, id.clone()) {
-            refs.certificates.insert(id, certificates.len());
+        let valid = certificate(sink, raw_cert, id.clone());
+        refs.certificates
+            .insert(id, valid.as_ref().map(|_| certificates.len()));
+        if let Some(certificate) = valid {
+            refs.certificate_at
+                .push((raw_cert.path.clone(), raw_cert.pos));
             certificates.push(certificate);
         }
     }
@@ -64,8 +73,12 @@ pub(super) fn tls_entities(
             &raw_ca.id,
             &raw_ca.path.to_string(),
         );
-        if let Some(ca) = ca_certificate(sink, raw_ca, id.clone()) {
-            refs.ca_certificates.insert(id, cas.len());
+        let valid = ca_certificate(sink, raw_ca, id.clone());
+        refs.ca_certificates
+            .insert(id, valid.as_ref().map(|_| cas.len()));
+        if let Some(ca) = valid {
+            refs.ca_certificate_at
+                .push((raw_ca.path.clone(), raw_ca.pos));
             cas.push(ca);
         }
     }
@@ -105,45 +118,33 @@ impl TlsRefs {
         Some(index)
     }
 
-    /// Warns about entities nothing references: Sluice does not terminate TLS, so a
-    /// certificate only matters as an upstream client certificate, a CA only when a
+    /// Warns about valid entities nothing references: Sluice does not terminate TLS, so
+    /// a certificate only matters as an upstream client certificate, a CA only when a
     /// service trusts it.
-    pub(super) fn warn_unused(&self, sink: &mut Sink, raw: &RawConfig) {
-        let unused_certs = raw.certificates.iter().filter(|c| {
-            c.id.as_ref()
-                .and_then(|id| Uuid::parse_str(&id.value).ok())
-                .map_or(true, |id| {
-                    self.certificates
-                        .get(&id.hyphenated().to_string())
-                        .and_then(|&i| self.used_certificates.get(i))
-                        .is_none_or(|used| !used)
-                })
-        });
-        for raw_cert in unused_certs {
-            sink.warning(
-                &raw_cert.path,
-                raw_cert.pos,
-                "certificate is not used by Sluice",
-                "Sluice does not terminate TLS; a certificate is used only when a service's or upstream's client_certificate names its id",
-            );
+    pub(super) fn warn_unused(&self, sink: &mut Sink) {
+        for ((path, pos), used) in self.certificate_at.iter().zip(&self.used_certificates) {
+            if !used {
+                sink.warning(
+                    path,
+                    *pos,
+                    "certificate is not used by Sluice",
+                    "Sluice does not terminate TLS; a certificate is used only when a service's or upstream's client_certificate names its id",
+                );
+            }
         }
-        let unused_cas = raw.ca_certificates.iter().filter(|c| {
-            c.id.as_ref()
-                .and_then(|id| Uuid::parse_str(&id.value).ok())
-                .map_or(true, |id| {
-                    self.ca_certificates
-                        .get(&id.hyphenated().to_string())
-                        .and_then(|&i| self.used_ca_certificates.get(i))
-                        .is_none_or(|used| !used)
-                })
-        });
-        for raw_ca in unused_cas {
-            sink.warning(
-                &raw_ca.path,
-                raw_ca.pos,
-                "CA certificate is not used by Sluice",
-                "a CA certificate is used only when a service lists its id in ca_certificates",
-            );
+        for ((path, pos), used) in self
+            .ca_certificate_at
+            .iter()
+            .zip(&self.used_ca_certificates)
+        {
+            if !used {
+                sink.warning(
+                    path,
+                    *pos,
+                    "CA certificate is not used by Sluice",
+                    "a CA certificate is used only when a service lists its id in ca_certificates",
+                );
+            }
         }
     }
 }
@@ -152,7 +153,7 @@ impl TlsRefs {
 fn lookup(
     sink: &mut Sink,
     key: &Sp<String>,
-    ids: &HashMap<String, usize>,
+    ids: &HashMap<String, Option<usize>>,
     field: &str,
     entity: &str,
 ) -> Option<usize> {
@@ -167,6 +168,7 @@ fn lookup(
     };
     let found = ids.get(&uuid.hyphenated().to_string()).copied();
     if found.is_none() {
+        // Not declared at all (a declared but invalid entity has its own error).
         sink.error_hint(
             &key.path,
             key.pos,
@@ -177,7 +179,7 @@ fn lookup(
             format!("declare it under '{entity}' with this id, or fix the id"),
         );
     }
-    found
+    found.flatten()
 }
 
 fn required<'a>(
@@ -399,7 +401,9 @@ fn pem_problem(e: &pem::Error) -> String {
         pem::Error::IllegalSectionStart { line } => {
             format!("malformed BEGIN line '{}'", String::from_utf8_lossy(line))
         }
-        pem::Error::Base64Decode(problem) => format!("bad base64 ({problem})"),
+        pem::Error::Base64Decode(_) => {
+            "the text between the BEGIN and END lines is not base64".into()
+        }
         other => other.to_string(),
     }
 }

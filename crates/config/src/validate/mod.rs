@@ -156,7 +156,7 @@ pub(crate) fn validate(sink: &mut Sink, raw: &RawConfig, source: &str) -> Option
         &mut ids,
     );
 
-    tls_refs.warn_unused(sink, raw);
+    tls_refs.warn_unused(sink);
 
     if sink.has_errors() {
         return None;
