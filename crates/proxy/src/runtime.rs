@@ -427,3 +427,22 @@ impl Runtime {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_host_values_leave_out_port_443() {
+        let text = |host: &str, port: u16| {
+            https_host_header(host, port)
+                .and_then(|v| v.to_str().ok().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        assert_eq!(text("api.test", 443), "api.test");
+        assert_eq!(text("api.test", 80), "api.test:80");
+        assert_eq!(text("api.test", 8443), "api.test:8443");
+        assert_eq!(text("::1", 443), "[::1]");
+        assert_eq!(text("::1", 8443), "[::1]:8443");
+    }
+}

@@ -642,6 +642,57 @@ mod tests {
         assert!(server_name("").is_err());
     }
 
+    #[test]
+    fn upstream_server_names_follow_the_host_sent() {
+        let addr: SocketAddr = "10.1.2.3:8443".parse().expect("addr");
+        let dns = |name: &str| ServerName::try_from(name.to_owned()).expect("dns name");
+        let ip = |text: &str| ServerName::IpAddress(text.parse::<IpAddr>().expect("ip").into());
+        assert_eq!(
+            upstream_server_name(Some("api.test"), addr),
+            dns("api.test")
+        );
+        assert_eq!(
+            upstream_server_name(Some("api.test:8443"), addr),
+            dns("api.test"),
+            "the port is not part of the name"
+        );
+        assert_eq!(upstream_server_name(Some("[::1]:8443"), addr), ip("::1"));
+        assert_eq!(upstream_server_name(Some("10.9.9.9"), addr), ip("10.9.9.9"));
+        assert_eq!(
+            upstream_server_name(None, addr),
+            ip("10.1.2.3"),
+            "no Host: the address, so no SNI"
+        );
+        assert_eq!(
+            upstream_server_name(Some("not a name"), addr),
+            ip("10.1.2.3"),
+            "a name rustls cannot present falls back to the address"
+        );
+    }
+
+    #[test]
+    fn equal_settings_share_one_upstream_tls_and_different_ones_do_not() {
+        let settings = |verify: bool, depth: u8| TlsSettings {
+            verify,
+            verify_depth: depth,
+            ca_certificates: Vec::new(),
+            client: None,
+        };
+        let a = UpstreamTls::shared(settings(true, 3));
+        let b = UpstreamTls::shared(settings(true, 3));
+        let c = UpstreamTls::shared(settings(true, 4));
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "a reload with the same settings keeps them"
+        );
+        assert_eq!(a.id(), b.id());
+        assert_ne!(a.id(), c.id(), "other settings, other pool identity");
+        let id = a.id();
+        drop((a, b));
+        let d = UpstreamTls::shared(settings(true, 3));
+        assert_ne!(d.id(), id, "a dropped instance is not resurrected");
+    }
+
     #[tokio::test]
     async fn configurations_are_built_once_and_shared() {
         let (Ok(a), Ok(b), Ok(c)) = (

@@ -63,7 +63,21 @@ impl Ca {
         self.issuer.der().clone()
     }
 
-    /// A leaf for `names`, signed by this CA: (certificate DER, its PEM, key PEM, key DER).
+    /// An intermediate CA signed by this one.
+    fn intermediate(&self, common_name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let key = KeyPair::generate().expect("intermediate key");
+        Ca {
+            issuer: CertifiedIssuer::signed_by(params, key, &self.issuer)
+                .expect("sign the intermediate"),
+        }
+    }
+
+    /// A leaf for `names`, signed by this CA.
     fn leaf(&self, names: &[&str]) -> Leaf {
         let params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
@@ -75,12 +89,15 @@ impl Ca {
             pem: cert.pem(),
             key_pem: key.serialize_pem(),
             key_der: key.serialize_der(),
+            intermediates: Vec::new(),
         }
     }
 }
 
 struct Leaf {
     der: CertificateDer<'static>,
+    /// Sent after the leaf by a backend serving it.
+    intermediates: Vec<CertificateDer<'static>>,
     pem: String,
     key_pem: String,
     key_der: Vec<u8>,
@@ -97,6 +114,7 @@ impl Leaf {
             pem: certified.cert.pem(),
             key_pem: certified.signing_key.serialize_pem(),
             key_der: certified.signing_key.serialize_der(),
+            intermediates: Vec::new(),
         }
     }
 
@@ -142,7 +160,12 @@ impl Backend {
             }
         };
         let mut config = builder
-            .with_single_cert(vec![leaf.der.clone()], leaf.key())
+            .with_single_cert(
+                std::iter::once(leaf.der.clone())
+                    .chain(leaf.intermediates.iter().cloned())
+                    .collect(),
+                leaf.key(),
+            )
             .expect("certificate and key match");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let config = Arc::new(config);
@@ -523,4 +546,51 @@ services:
     );
     gw.shutdown().await;
     silent.abort();
+}
+
+#[tokio::test]
+async fn tls_verify_depth_counts_the_intermediates_below_the_trusted_ca() {
+    let root = Ca::new("depth root");
+    let intermediate = root.intermediate("depth intermediate");
+    let mut leaf = intermediate.leaf(&[NAME]);
+    leaf.intermediates.push(intermediate.der());
+    let backend = Backend::start("deep", &leaf, None).await;
+    // One intermediate between the leaf and the trusted root: nginx's default depth (1)
+    // accepts it, depth 0 does not.
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+{ca}
+services:
+  - name: default-depth
+    protocol: https
+    host: pool
+    tls_verify: true
+    ca_certificates: [{CA_ID}]
+    routes: [{{ name: default-depth, paths: ["/default"] }}]
+  - name: depth-zero
+    protocol: https
+    host: pool
+    tls_verify: true
+    tls_verify_depth: 0
+    ca_certificates: [{CA_ID}]
+    retries: 0
+    routes: [{{ name: depth-zero, paths: ["/zero"] }}]
+upstreams:
+  - name: pool
+    host_header: {NAME}
+    targets: [{{ target: "{addr}" }}]
+"#,
+        ca = ca_entity(&root),
+        addr = backend.addr,
+    );
+    let gw = gateway(&yaml).await;
+    let reply = get(&gw, "/default").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "deep"));
+    let reply = get(&gw, "/zero").await;
+    assert_eq!(
+        reply.status, 502,
+        "a chain longer than the depth is refused: {reply:?}"
+    );
+    gw.shutdown().await;
 }
