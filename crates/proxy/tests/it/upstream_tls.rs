@@ -131,6 +131,9 @@ struct Seen {
     handshakes: AtomicU64,
     /// Completed handshakes in which the client presented a certificate.
     with_client_cert: AtomicU64,
+    requests: AtomicU64,
+    /// Connection tasks, aborted by `kill` (closing their sockets).
+    connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A keep-alive HTTPS/1.1 server answering `200 <name>` to everything.
@@ -176,7 +179,11 @@ impl Backend {
             let seen = seen.clone();
             async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(serve(stream, config.clone(), seen.clone(), name));
+                    let task = tokio::spawn(serve(stream, config.clone(), seen.clone(), name));
+                    seen.connections
+                        .lock()
+                        .expect("connections lock")
+                        .push(task);
                 }
             }
         });
@@ -202,11 +209,29 @@ impl Backend {
     fn snis(&self) -> Vec<Option<String>> {
         self.seen.snis.lock().expect("snis lock").clone()
     }
+
+    fn requests(&self) -> u64 {
+        self.seen.requests.load(Ordering::SeqCst)
+    }
+
+    /// Stop accepting and close every open connection.
+    fn kill(&self) {
+        self.accept_loop.abort();
+        for task in self
+            .seen
+            .connections
+            .lock()
+            .expect("connections lock")
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.accept_loop.abort();
+        self.kill();
     }
 }
 
@@ -230,8 +255,11 @@ async fn serve(
     if tls.get_ref().1.peer_certificates().is_some() {
         seen.with_client_cert.fetch_add(1, Ordering::SeqCst);
     }
-    let service = service_fn(move |_request| async move {
-        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
+    let service = service_fn(move |_request| {
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        async move {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(name))))
+        }
     });
     let _ = http1::Builder::new()
         .keep_alive(true)
@@ -591,6 +619,61 @@ upstreams:
     assert_eq!(
         reply.status, 502,
         "a chain longer than the depth is refused: {reply:?}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tls_standby_is_kept_warm_with_its_handshake_done_and_failover_reuses_it() {
+    let primary = Backend::start("primary", &Leaf::self_signed(&[NAME]), None).await;
+    let standby = Backend::start("standby", &Leaf::self_signed(&[NAME]), None).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    protocol: https
+    host: pool
+    retries: 3
+    routes: [{{ name: r, paths: ["/"] }}]
+upstreams:
+  - name: pool
+    host_header: {NAME}
+    targets:
+      - {{ target: "{primary}", tags: [region:primary] }}
+      - {{ target: "{standby}", tags: [region:secondary] }}
+"#,
+        primary = primary.addr,
+        standby = standby.addr,
+    );
+    let gw = gateway(&yaml).await;
+    assert_eq!(get(&gw, "/").await.body, "primary");
+    // No request goes to the standby, yet it gets a TLS connection with the right name.
+    assert!(
+        eventually(Duration::from_secs(5), || standby.handshakes() >= 1).await,
+        "the standby was never warmed"
+    );
+    assert_eq!(standby.requests(), 0, "warming sends no requests");
+    assert!(
+        standby
+            .snis()
+            .iter()
+            .all(|sni| sni.as_deref() == Some(NAME)),
+        "{:?}",
+        standby.snis()
+    );
+    let warmed = standby.handshakes();
+    primary.kill();
+    let reply = get(&gw, "/").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "standby"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        standby.handshakes(),
+        warmed,
+        "the failed-over request used the warm TLS connection"
     );
     gw.shutdown().await;
 }
