@@ -75,7 +75,7 @@ pub(crate) async fn list_services(
     let items = config
         .services
         .iter()
-        .map(|s| (s.id.clone(), kong::service(s, stamps)))
+        .map(|s| (s.id.clone(), kong::service(&config, s, stamps)))
         .collect();
     Ok(Json(Value::Object(paginate(items, &params, "/services")?)))
 }
@@ -87,7 +87,11 @@ pub(crate) async fn get_service(
     let config = state.control.config();
     let index = find_service(&config, &key).ok_or(ApiError::NotFound)?;
     let service = config.services.get(index).ok_or(ApiError::NotFound)?;
-    Ok(Json(kong::service(service, stamps(state.control.as_ref()))))
+    Ok(Json(kong::service(
+        &config,
+        service,
+        stamps(state.control.as_ref()),
+    )))
 }
 
 pub(crate) async fn list_service_routes(
@@ -221,7 +225,11 @@ pub(crate) async fn get_route_service(
         .service
         .and_then(|index| config.services.get(index))
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(kong::service(service, stamps(state.control.as_ref()))))
+    Ok(Json(kong::service(
+        &config,
+        service,
+        stamps(state.control.as_ref()),
+    )))
 }
 
 pub(crate) async fn get_plugin(
@@ -281,7 +289,7 @@ pub(crate) async fn list_upstreams(
     let items = config
         .upstreams
         .iter()
-        .map(|u| (u.id.clone(), kong::upstream(u, stamps)))
+        .map(|u| (u.id.clone(), kong::upstream(&config, u, stamps)))
         .collect();
     Ok(Json(Value::Object(paginate(items, &params, "/upstreams")?)))
 }
@@ -293,6 +301,7 @@ pub(crate) async fn get_upstream(
     let config = state.control.config();
     let upstream = find_upstream(&config, &key).ok_or(ApiError::NotFound)?;
     Ok(Json(kong::upstream(
+        &config,
         upstream,
         stamps(state.control.as_ref()),
     )))

@@ -113,7 +113,22 @@ fn millis(d: std::time::Duration) -> Value {
     json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-pub fn service(service: &Service, stamps: Stamps) -> Value {
+pub fn service(config: &Config, service: &Service, stamps: Stamps) -> Value {
+    let client_certificate = service
+        .tls
+        .client_certificate
+        .and_then(|i| config.certificates.get(i))
+        .map(|c| json!({ "id": c.id }));
+    // Kong stores null for an empty list.
+    let ca_certificates: Option<Vec<&str>> = (!service.tls.ca_certificates.is_empty()).then(|| {
+        service
+            .tls
+            .ca_certificates
+            .iter()
+            .filter_map(|&i| config.ca_certificates.get(i))
+            .map(|ca| ca.id.as_str())
+            .collect()
+    });
     json!({
         "id": service.id,
         "created_at": stamps.seconds,
@@ -128,10 +143,10 @@ pub fn service(service: &Service, stamps: Stamps) -> Value {
         "write_timeout": millis(service.write_timeout),
         "read_timeout": millis(service.read_timeout),
         "tags": tags(&service.tags),
-        "client_certificate": null,
-        "tls_verify": null,
-        "tls_verify_depth": null,
-        "ca_certificates": null,
+        "client_certificate": client_certificate,
+        "tls_verify": service.tls.verify,
+        "tls_verify_depth": service.tls.verify_depth,
+        "ca_certificates": ca_certificates,
         "enabled": service.enabled,
     })
 }
@@ -301,7 +316,20 @@ pub fn healthchecks(checks: &HealthChecks) -> Value {
     })
 }
 
-pub fn upstream(upstream: &UpstreamSpec, stamps: Stamps) -> Value {
+pub fn upstream(config: &Config, upstream: &UpstreamSpec, stamps: Stamps) -> Value {
+    let client_certificate = config
+        .upstreams
+        .iter()
+        .position(|u| u.id == upstream.id)
+        .and_then(|index| {
+            config
+                .upstream_client_certificates
+                .get(index)
+                .copied()
+                .flatten()
+        })
+        .and_then(|i| config.certificates.get(i))
+        .map(|c| json!({ "id": c.id }));
     let on = hash_fields(&upstream.hash_on);
     let fallback = hash_fields(&upstream.hash_fallback);
     json!({
@@ -325,7 +353,7 @@ pub fn upstream(upstream: &UpstreamSpec, stamps: Stamps) -> Value {
         "healthchecks": healthchecks(&upstream.healthchecks),
         "tags": tags(&upstream.tags),
         "host_header": upstream.host_header,
-        "client_certificate": null,
+        "client_certificate": client_certificate,
         "use_srv_name": false,
     })
 }
@@ -397,7 +425,7 @@ pub fn flattened_entities(config: &Config, stamps: Stamps) -> Value {
     let services = config
         .services
         .iter()
-        .map(|s| (s.id.clone(), service(s, stamps)))
+        .map(|s| (s.id.clone(), service(config, s, stamps)))
         .collect();
     let routes = config
         .routes
@@ -407,7 +435,7 @@ pub fn flattened_entities(config: &Config, stamps: Stamps) -> Value {
     let upstreams = config
         .upstreams
         .iter()
-        .map(|u| (u.id.clone(), upstream(u, stamps)))
+        .map(|u| (u.id.clone(), upstream(config, u, stamps)))
         .collect();
     let targets = config
         .upstreams

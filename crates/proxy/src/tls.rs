@@ -241,9 +241,11 @@ impl ClientIdentity {
         let server_name = server_name(sni)?;
         let config = self.probe_configs[usize::from(verify)]
             .get_or_try_init(|| async {
-                let roots = system_roots().await?;
                 let verifier = if verify {
-                    Verifier::Roots { roots, depth: None }
+                    Verifier::Roots {
+                        roots: system_roots().await?,
+                        depth: None,
+                    }
                 } else {
                     Verifier::AcceptAny
                 };
