@@ -257,3 +257,42 @@ async fn invalid_and_malformed_files_leave_the_running_config_untouched() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn tls_fields_of_services_and_upstreams_are_rendered_with_their_references() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/tests/data/ok/tls-upstream.yaml"
+    );
+    let text = std::fs::read_to_string(fixture).expect("the config crate's TLS fixture");
+    let control = Arc::new(ParsingControl::new());
+    let app = app(&control);
+    let (status, created) = request(&app, "POST", "/config", &text).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (_, billing) = request(&app, "GET", "/services/billing", "").await;
+    assert_eq!(billing["protocol"], "https");
+    assert_eq!(billing["tls_verify"], true);
+    assert_eq!(billing["tls_verify_depth"], 2);
+    assert_eq!(
+        billing["ca_certificates"],
+        json!(["5f0e7c4a-1c2d-4e3f-8a9b-000000000001"])
+    );
+    assert_eq!(
+        billing["client_certificate"],
+        json!({"id": "5f0e7c4a-1c2d-4e3f-8a9b-000000000002"})
+    );
+    let (_, ledger) = request(&app, "GET", "/services/ledger", "").await;
+    for field in [
+        "tls_verify",
+        "tls_verify_depth",
+        "ca_certificates",
+        "client_certificate",
+    ] {
+        assert_eq!(ledger[field], Value::Null, "{field} stays null as written");
+    }
+    let (_, upstream) = request(&app, "GET", "/upstreams/ledger-up", "").await;
+    assert_eq!(
+        upstream["client_certificate"],
+        json!({"id": "5f0e7c4a-1c2d-4e3f-8a9b-000000000002"})
+    );
+}
