@@ -123,10 +123,27 @@ struct Idle {
     since: Instant,
 }
 
+/// Pool keys above which a check-in first sweeps out stale connections and empty keys.
+/// Keys are addresses times TLS identities; with `preserve_host` on an https service the
+/// server name is the client's `Host`, so clients could otherwise grow the map without
+/// bound. 4096 is far above a real address × identity count (hundreds), and a sweep of
+/// that many short lists takes well under a millisecond.
+const SWEEP_KEYS: usize = 4096;
+
 /// Keep-alive pool of HTTP/1.1 connections, keyed by address and TLS identity.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+/// Drops the stale connections of every key, and the keys left empty.
+fn sweep(idle: &mut HashMap<PoolKey, Vec<Idle>>, now: Instant) {
+    idle.retain(|_, list| {
+        list.retain(|e| {
+            !e.sender.is_closed() && now.saturating_duration_since(e.since) < IDLE_TIMEOUT
+        });
+        !list.is_empty()
+    });
 }
 
 impl std::fmt::Debug for Pool {
@@ -150,16 +167,21 @@ impl Pool {
         let list = idle.get_mut(key)?;
         // Newest first: the most recently used connection is the least likely to have
         // been closed by the peer's idle timer.
+        let mut found = None;
         while let Some(entry) = list.pop() {
             // Not `is_ready()`: a connection checked in the instant its response ended
             // may not have flipped to ready yet; `Conn::send` awaits readiness anyway.
             if !entry.sender.is_closed()
                 && now.saturating_duration_since(entry.since) < IDLE_TIMEOUT
             {
-                return Some(entry.sender);
+                found = Some(entry.sender);
+                break;
             }
         }
-        None
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        found
     }
 
     /// Get a connection: a pooled one, else a new connect bounded by `connect_timeout`.
@@ -234,6 +256,13 @@ impl Pool {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() >= SWEEP_KEYS && !idle.contains_key(&key) {
+            sweep(&mut idle, now);
+            if idle.len() >= SWEEP_KEYS {
+                // Still full of live connections: this one is closed rather than kept.
+                return;
+            }
+        }
         let list = idle.entry(key).or_default();
         list.retain(|e| {
             !e.sender.is_closed() && now.saturating_duration_since(e.since) < IDLE_TIMEOUT
@@ -370,5 +399,61 @@ impl Conn {
                 None => Err(SendError::Failed(err.into_error())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender on an in-memory stream nobody answers: enough to be pooled.
+    async fn sender() -> (
+        http1::SendRequest<UpstreamBody>,
+        tokio::task::JoinHandle<()>,
+        tokio::io::DuplexStream,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let (sender, connection) = http1::handshake::<_, UpstreamBody>(TokioIo::new(ours))
+            .await
+            .expect("handshake over a duplex stream");
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (sender, task, theirs)
+    }
+
+    #[tokio::test]
+    async fn plain_and_tls_connections_to_one_address_never_stand_in_for_each_other() {
+        let pool = Pool::default();
+        let addr: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
+        let plain = PoolKey { addr, tls: None };
+        let name = |n: &str| ServerName::try_from(n.to_owned()).expect("name");
+        let tls_a = PoolKey {
+            addr,
+            tls: Some((1, name("a.test"))),
+        };
+        let tls_b = PoolKey {
+            addr,
+            tls: Some((1, name("b.test"))),
+        };
+        let other_settings = PoolKey {
+            addr,
+            tls: Some((2, name("a.test"))),
+        };
+        let (s1, _t1, _p1) = sender().await;
+        let (s2, _t2, _p2) = sender().await;
+        pool.checkin(plain.clone(), s1);
+        pool.checkin(tls_a.clone(), s2);
+        assert_eq!(pool.idle_count(addr), 2);
+        assert!(pool.checkout(&tls_b).is_none(), "another server name");
+        assert!(
+            pool.checkout(&other_settings).is_none(),
+            "other TLS settings"
+        );
+        assert!(pool.checkout(&tls_a).is_some());
+        assert!(pool.checkout(&tls_a).is_none(), "taken");
+        assert!(pool.checkout(&plain).is_some());
+        let idle = pool.idle.lock().expect("pool lock");
+        assert!(idle.is_empty(), "emptied keys are removed: {}", idle.len());
     }
 }
