@@ -226,8 +226,10 @@ impl Pool {
                         tracing::warn!(%error, %addr, "TLS client configuration");
                         ConnectError::Handshake
                     })?;
+                    // Logged like nginx's "upstream SSL certificate verify error": the
+                    // 502 alone does not say which certificate or name was refused.
                     let stream = connector.connect(stream).await.map_err(|error| {
-                        tracing::debug!(%error, %addr, "TLS handshake with upstream failed");
+                        tracing::warn!(%error, %addr, "TLS handshake with upstream failed");
                         ConnectError::Handshake
                     })?;
                     http1_handshake(stream).await
