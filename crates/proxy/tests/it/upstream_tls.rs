@@ -677,3 +677,48 @@ upstreams:
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_service_host_and_a_preserved_client_host_are_the_server_name() {
+    let ca = Ca::new("names CA");
+    let backend = Backend::start("named", &ca.leaf(&["localhost", "client.test"]), None).await;
+    let port = backend.addr.port();
+    // `localhost` resolves through /etc/hosts; the certificate names it, so a verified
+    // handshake proves the name presented and checked is the service's host.
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+{ca}
+services:
+  - name: by-host
+    url: https://localhost:{port}
+    tls_verify: true
+    ca_certificates: [{CA_ID}]
+    routes:
+      - {{ name: plain, paths: ["/plain"] }}
+      - {{ name: preserved, paths: ["/preserved"], preserve_host: true }}
+"#,
+        ca = ca_entity(&ca),
+    );
+    let gw = gateway(&yaml).await;
+    let reply = get(&gw, "/plain").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "named"),
+        "{reply:?}"
+    );
+    let reply = crate::support::send(&gw, "GET", "client.test", "/preserved", &[], "").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "named"),
+        "{reply:?}"
+    );
+    let snis = backend.snis();
+    assert!(snis.contains(&Some("localhost".to_owned())), "{snis:?}");
+    assert_eq!(
+        snis.last().cloned().flatten().as_deref(),
+        Some("client.test"),
+        "with preserve_host the client's Host is the server name (Kong's $upstream_host)"
+    );
+    gw.shutdown().await;
+}
