@@ -170,7 +170,7 @@ async fn probes(
 ) -> (Vec<ProbeOutcome>, Option<Kept>) {
     let mut outcomes = Vec::new();
     for _ in 0..n {
-        let (outcome, next) = probe(addr, check, "backend.test", max_age, kept).await;
+        let (outcome, next) = probe(addr, check, "backend.test", max_age, kept, None).await;
         outcomes.push(outcome);
         kept = next;
     }
@@ -359,7 +359,7 @@ async fn tcp_probes_keep_a_connection_and_reconnect_when_it_ends() {
     let mut last = ProbeOutcome::TcpSuccess;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while last == ProbeOutcome::TcpSuccess && tokio::time::Instant::now() < deadline {
-        let (outcome, next) = probe(backend.addr, &tcp, "backend.test", LONG, kept).await;
+        let (outcome, next) = probe(backend.addr, &tcp, "backend.test", LONG, kept, None).await;
         last = outcome;
         kept = next;
         tokio::task::yield_now().await;

@@ -496,7 +496,15 @@ async fn https_probes_present_the_upstream_client_certificate() {
         probe(backend.addr, &check, NAME, None).await,
         ProbeOutcome::TcpFailure
     );
-    // Through the gateway: the upstream's client_certificate keeps the target healthy.
+    // Through the gateway, in both probe connection modes (Kong's connection per probe,
+    // and Sluice's opt-in kept connection): the upstream's client_certificate keeps the
+    // target healthy.
+    for tags in ["[]", r#"["sluice:probe-keepalive=on"]"#] {
+        probe_through_gateway(&backend, &client, tags).await;
+    }
+}
+
+async fn probe_through_gateway(backend: &Backend, client: &Leaf, tags: &str) {
     let yaml = format!(
         r#"
 _format_version: "3.0"
@@ -509,6 +517,7 @@ services:
 upstreams:
   - name: pool
     client_certificate: {CLIENT_ID}
+    tags: {tags}
     healthchecks:
       active:
         type: https
@@ -519,16 +528,23 @@ upstreams:
         unhealthy: {{ interval: 0.1, tcp_failures: 1, http_failures: 1 }}
     targets: [{{ target: "{addr}" }}]
 "#,
-        certs = client_cert_entity(&client),
+        certs = client_cert_entity(client),
         addr = backend.addr,
     );
     let gw = gateway(&yaml).await;
     let before = backend.with_client_cert();
     assert!(
         eventually(Duration::from_secs(3), || backend.with_client_cert()
-            >= before + 2)
+            > before)
         .await,
-        "probes present the client certificate"
+        "probes present the client certificate ({tags})"
+    );
+    let requests_before = backend.requests();
+    assert!(
+        eventually(Duration::from_secs(3), || backend.requests()
+            >= requests_before + 2)
+        .await,
+        "probes keep succeeding over mTLS ({tags})"
     );
     let target = backend.addr.to_string();
     assert!(
@@ -536,7 +552,7 @@ upstreams:
             .targets
             .iter()
             .any(|t| t.target == target && t.health == HealthStatus::Healthy)),
-        "{:?}",
+        "{tags}: {:?}",
         gw.upstream_status("pool")
     );
     gw.shutdown().await;
