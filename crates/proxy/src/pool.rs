@@ -178,9 +178,9 @@ impl Pool {
                 break;
             }
         }
-        if list.is_empty() {
-            idle.remove(key);
-        }
+        // An emptied list stays (with its capacity): the next check-in to this key
+        // reuses it instead of allocating a new one on every request. Empty keys are
+        // swept with stale ones once the map reaches `SWEEP_KEYS`.
         found
     }
 
@@ -455,7 +455,26 @@ mod tests {
         assert!(pool.checkout(&tls_a).is_some());
         assert!(pool.checkout(&tls_a).is_none(), "taken");
         assert!(pool.checkout(&plain).is_some());
-        let idle = pool.idle.lock().expect("pool lock");
-        assert!(idle.is_empty(), "emptied keys are removed: {}", idle.len());
+        assert_eq!(pool.idle_count(addr), 0);
+    }
+
+    #[tokio::test]
+    async fn keys_beyond_the_sweep_mark_are_swept_so_clients_cannot_grow_the_pool() {
+        let pool = Pool::default();
+        let addr: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
+        // Many server names (as preserve_host on an https service lets clients choose),
+        // each checked in and taken again: their emptied lists linger until the map
+        // reaches the mark, then a check-in of a new key sweeps them.
+        for i in 0..SWEEP_KEYS + 10 {
+            let key = PoolKey {
+                addr,
+                tls: Some((1, ServerName::try_from(format!("h{i}.test")).expect("name"))),
+            };
+            let (s, _t, _p) = sender().await;
+            pool.checkin(key.clone(), s);
+            assert!(pool.checkout(&key).is_some());
+        }
+        let keys = pool.idle.lock().expect("pool lock").len();
+        assert!(keys <= SWEEP_KEYS, "{keys} keys: the map is bounded");
     }
 }
