@@ -233,6 +233,29 @@ fn ip_string(ip: IpAddr) -> String {
     }
 }
 
+/// The host part of a `Host` value: `host`, `host:port`, `[v6]` or `[v6]:port` → `host`
+/// or `[v6]` (brackets kept; callers that need the bare address strip them). A value that
+/// does not look like `host:port` (a bare IPv6 address, `odd:`) is returned whole.
+/// One definition for `X-Forwarded-Host`, probe SNI and upstream SNI.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => host.get(..=end).unwrap_or(host),
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        _ => host,
+    }
+}
+
 /// The `Host` header for a target: host, plus `:port` unless it is the scheme's default.
 pub fn host_header_for(host: &str, port: u16) -> Option<HeaderValue> {
     let bracketed = host.contains(':') && !host.starts_with('[');
@@ -338,6 +361,21 @@ mod tests {
             h["x-forwarded-for"], "203.0.113.9",
             "no list: the real client"
         );
+    }
+
+    #[test]
+    fn ports_are_stripped_from_host_values() {
+        assert_eq!(host_without_port("api.internal:8080"), "api.internal");
+        assert_eq!(host_without_port("api.internal"), "api.internal");
+        assert_eq!(host_without_port("10.0.0.1:443"), "10.0.0.1");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+        assert_eq!(
+            host_without_port("::1"),
+            "::1",
+            "bare IPv6 is not host:port"
+        );
+        assert_eq!(host_without_port("odd:"), "odd:");
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub(crate) async fn tls_handshake(
     let sni = check
         .https_sni
         .as_deref()
-        .unwrap_or_else(|| host_without_port(host_header));
+        .unwrap_or_else(|| crate::headers::host_without_port(host_header));
     // That covers a name rustls cannot present and a first-use trust store load that
     // outlasts the deadline: the handshake never started in time.
     let handshake = async {
@@ -151,27 +151,6 @@ where
     timeout_at(deadline, read_status(&mut stream))
         .await
         .unwrap_or(ProbeOutcome::Timeout)
-}
-
-/// `host`, `host:port`, `[v6]` or `[v6]:port` → the host part (brackets kept; the TLS
-/// layer strips them). A value that does not look like `host:port` is returned whole.
-fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => host.get(..=end).unwrap_or(host),
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port))
-            if !name.contains(':')
-                && !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            name
-        }
-        _ => host,
-    }
 }
 
 /// Which request line and connection header a probe sends.
@@ -334,21 +313,6 @@ mod tests {
             read_status(&mut long.as_slice()).await,
             ProbeOutcome::Status(503)
         );
-    }
-
-    #[test]
-    fn ports_are_stripped_from_host_values() {
-        assert_eq!(host_without_port("api.internal:8080"), "api.internal");
-        assert_eq!(host_without_port("api.internal"), "api.internal");
-        assert_eq!(host_without_port("10.0.0.1:443"), "10.0.0.1");
-        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
-        assert_eq!(host_without_port("[::1]"), "[::1]");
-        assert_eq!(
-            host_without_port("::1"),
-            "::1",
-            "bare IPv6 is not host:port"
-        );
-        assert_eq!(host_without_port("odd:"), "odd:");
     }
 
     #[test]

@@ -456,7 +456,7 @@ pub async fn handle(
     // A clone of the `Host` value (a reference count, not a copy) so the forwarded host
     // can borrow from it while the headers are rewritten.
     let host_header = headers.get(header::HOST).cloned();
-    let forwarded_host = host_without_port(
+    let forwarded_host = headers::host_without_port(
         host_header
             .as_ref()
             .and_then(|v| v.to_str().ok())
@@ -582,18 +582,6 @@ pub async fn handle(
             };
             Ok(Response::from_parts(parts, body))
         }
-    }
-}
-
-/// `X-Forwarded-Host`: the client's host without its port (a slice, no copy).
-fn host_without_port(raw: &str) -> &str {
-    if raw.starts_with('[') {
-        match raw.find(']') {
-            Some(end) => raw.get(..=end).unwrap_or(raw),
-            None => raw,
-        }
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     }
 }
 

@@ -185,22 +185,13 @@ pub fn upstream_server_name(host: Option<&str>, addr: SocketAddr) -> ServerName<
         .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port` → the host part. A bare IPv6 address (no
-/// brackets) is returned whole.
+/// `host`, `host:port`, `[v6]` or `[v6]:port` → the host part, without brackets (a server
+/// name or IP literal as TLS wants it). A bare IPv6 address is returned whole.
 fn host_without_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').map_or(host, |(inside, _)| inside);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port))
-            if !name.contains(':')
-                && !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            name
-        }
-        _ => host,
-    }
+    let host = crate::headers::host_without_port(host);
+    host.strip_prefix('[')
+        .and_then(|inside| inside.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// A client certificate chain and its key (Kong's `certificates` entity, validated by
