@@ -7,9 +7,10 @@
 //! controller's `next_deadline()` (or until woken), calls `tick`, and carries out the
 //! resulting actions:
 //! - `Publish`/`Remove`: store into the per-upstream `ArcSwap` the hot path reads;
-//! - `Probe`: spawn an active probe (bounded by the check's `concurrency`), report
-//!   `ProbeCompleted`; in the keep-alive probe mode the probe borrows its address's kept
-//!   connection from [`KeptConnections`] and returns it when it stays usable;
+//! - `Probe`: hand the due probes of one upstream, in one batch, to that upstream's
+//!   long-lived prober task ([`crate::prober`]), which runs them (at most the check's
+//!   `concurrency` at once, keep-alive connections owned by the prober) and returns
+//!   `ProbeCompleted` events in batches;
 //! - `Resolve`: spawn a DNS lookup, report `Resolved`;
 //! - `HealthChanged`/`Decision`: a log line and the metrics hook.
 //!
@@ -17,20 +18,18 @@
 //! gateway's start ([`Clock`]), derived from tokio's clock so paused-clock tests work.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sluice_core::Controller;
 use sluice_core::event::{Action, Event};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 use crate::dns::Dns;
-use crate::headers::host_header_for;
 use crate::metrics::Metrics;
 use crate::probe;
-use crate::probe_keepalive::{self, Kept};
+use crate::prober::{Job, ProberHandle, ResultBatch};
 use crate::runtime::Slots;
 
 /// Capacity of the event channel from the data plane. Attempt reports are dropped (and
@@ -41,6 +40,12 @@ pub const EVENT_CHANNEL_CAPACITY: usize = 8192;
 /// Events applied under one lock acquisition before the driver looks at timers again;
 /// bounds how long the admin read path can wait for the lock.
 const EVENT_BATCH: usize = 256;
+
+/// Capacity of the channel of probe-result batches from the probers. Sends are awaited
+/// (results are never dropped), so this only bounds how far probers run ahead of a busy
+/// driver: 64 batches of up to `prober::RESULT_BATCH` results is over a second of
+/// 10,000 probes a second.
+const PROBE_RESULTS_CAPACITY: usize = 64;
 
 /// The mapping between tokio's clock and the core's virtual time.
 #[derive(Debug, Clone, Copy)]
@@ -95,52 +100,6 @@ impl EventSink {
     }
 }
 
-/// How often idle kept probe connections are swept for ones past their max age. An
-/// entry outlives its usefulness only when its address stopped being probed (removed
-/// from the topology, or no probes while healthy); a minute of delay in closing such a
-/// connection costs one idle socket, and sweeping rarely keeps the O(n) scan off the
-/// per-probe path.
-const KEPT_SWEEP_EVERY: Duration = Duration::from_secs(60);
-
-/// Keep-alive probe connections between probes: at most one per (upstream, address), so
-/// memory is bounded by the number of probed addresses. A probe takes its address's
-/// connection out and puts it back when it stays usable, so concurrent probes of one
-/// address never share a connection (the second one opens its own; the later put-back
-/// replaces the earlier).
-#[derive(Debug)]
-struct KeptConnections {
-    idle: HashMap<(Arc<str>, SocketAddr), (Kept, tokio::time::Instant)>,
-    next_sweep: tokio::time::Instant,
-}
-
-impl KeptConnections {
-    /// Close a kept connection of an address now probed in Kong's mode. Cheap when
-    /// nothing is kept (the common case: no upstream uses keep-alive).
-    fn drop_if_any(&mut self, upstream: &Arc<str>, addr: SocketAddr) {
-        if !self.idle.is_empty() {
-            self.idle.remove(&(upstream.clone(), addr));
-        }
-    }
-
-    fn take(&mut self, key: &(Arc<str>, SocketAddr)) -> Option<Kept> {
-        self.idle.remove(key).map(|(kept, _)| kept)
-    }
-
-    /// Keep `kept` until it is `max_age` old (it is never reused after that).
-    fn put(&mut self, key: (Arc<str>, SocketAddr), kept: Kept, max_age: Duration) {
-        let now = tokio::time::Instant::now();
-        let expires = kept.opened() + max_age;
-        self.idle.insert(key, (kept, expires));
-        if now >= self.next_sweep {
-            self.idle.retain(|_, (_, expires)| *expires > now);
-            self.next_sweep = now + KEPT_SWEEP_EVERY;
-        }
-    }
-}
-
-/// An upstream's probe concurrency and the semaphore enforcing it.
-type ProbeLimit = (u32, Arc<Semaphore>);
-
 /// State shared by the driver task and the gateway handle.
 pub struct Core {
     controller: Mutex<Controller>,
@@ -152,8 +111,10 @@ pub struct Core {
     /// Probe results and DNS answers come back here (awaited sends: never dropped).
     results: mpsc::Sender<Event>,
     wake: Notify,
-    probe_limits: Mutex<HashMap<Arc<str>, ProbeLimit>>,
-    kept: Mutex<KeptConnections>,
+    /// One prober task per upstream that has been asked to probe (by upstream name).
+    probers: Mutex<HashMap<Arc<str>, ProberHandle>>,
+    /// Given to each new prober for its result batches.
+    probe_results: mpsc::Sender<ResultBatch>,
     /// Upstreams whose gRPC probe type was downgraded to a TCP connect (logged once each).
     downgraded: Mutex<Vec<Arc<str>>>,
 }
@@ -164,15 +125,24 @@ impl std::fmt::Debug for Core {
     }
 }
 
+/// What the driver task consumes: single events (passive reports, DNS answers) and the
+/// probers' result batches.
+#[derive(Debug)]
+pub struct Inbox {
+    events: mpsc::Receiver<Event>,
+    probes: mpsc::Receiver<ResultBatch>,
+}
+
 impl Core {
-    /// Build the core state and the receiving end the driver task consumes.
+    /// Build the core state and the receiving ends the driver task consumes.
     pub fn new(
         clock: Clock,
         slots: Arc<Slots>,
         metrics: Arc<Metrics>,
         dns: Arc<Dns>,
-    ) -> (Arc<Core>, mpsc::Receiver<Event>) {
+    ) -> (Arc<Core>, Inbox) {
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let (probe_tx, probe_rx) = mpsc::channel(PROBE_RESULTS_CAPACITY);
         let core = Arc::new(Core {
             controller: Mutex::new(Controller::new()),
             clock,
@@ -186,14 +156,17 @@ impl Core {
             dns,
             results: tx,
             wake: Notify::new(),
-            probe_limits: Mutex::new(HashMap::new()),
-            kept: Mutex::new(KeptConnections {
-                idle: HashMap::new(),
-                next_sweep: tokio::time::Instant::now() + KEPT_SWEEP_EVERY,
-            }),
+            probers: Mutex::new(HashMap::new()),
+            probe_results: probe_tx,
             downgraded: Mutex::new(Vec::new()),
         });
-        (core, rx)
+        (
+            core,
+            Inbox {
+                events: rx,
+                probes: probe_rx,
+            },
+        )
     }
 
     /// Read access to the controller (admin views). Keep the guard short.
@@ -237,16 +210,51 @@ impl Core {
     }
 
     fn execute(self: &Arc<Self>, actions: Vec<Action>) {
+        // Consecutive probes of one upstream (a tick emits them together) go to its
+        // prober as one batch: one map lookup, one queue lock, one wake-up.
+        let mut probes: Option<(Arc<str>, Vec<Job>)> = None;
         for action in actions {
-            match action {
-                Action::Publish(snapshot) => self.slots.publish(snapshot),
-                Action::Remove { upstream } => self.slots.remove(&upstream),
-                Action::Probe {
-                    upstream,
+            if let Action::Probe {
+                upstream,
+                address,
+                check,
+                host_header,
+            } = action
+            {
+                self.note_downgrade(&upstream, &check);
+                let job = Job {
                     address,
                     check,
                     host_header,
-                } => self.spawn_probe(upstream, address, check, host_header),
+                    client: None,
+                };
+                match &mut probes {
+                    Some((current, jobs))
+                        if Arc::ptr_eq(current, &upstream) || *current == upstream =>
+                    {
+                        jobs.push(job)
+                    }
+                    _ => {
+                        if let Some((previous, jobs)) = probes.replace((upstream, vec![job])) {
+                            self.dispatch_probes(previous, jobs);
+                        }
+                    }
+                }
+                continue;
+            }
+            // Other actions keep their order relative to the probes before them.
+            if let Some((upstream, jobs)) = probes.take() {
+                self.dispatch_probes(upstream, jobs);
+            }
+            match action {
+                Action::Probe { .. } => {}
+                Action::Publish(snapshot) => self.slots.publish(snapshot),
+                Action::Remove { upstream } => {
+                    self.slots.remove(&upstream);
+                    if let Some(prober) = self.probers().remove(&upstream) {
+                        prober.close();
+                    }
+                }
                 Action::Resolve {
                     upstream,
                     target_index,
@@ -301,93 +309,68 @@ impl Core {
                 }
             }
         }
-    }
-
-    fn kept(&self) -> MutexGuard<'_, KeptConnections> {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn probe_semaphore(&self, upstream: &Arc<str>, concurrency: u32) -> Arc<Semaphore> {
-        let permits = concurrency.max(1);
-        let mut limits = self.probe_limits.lock().unwrap_or_else(|p| p.into_inner());
-        match limits.get(upstream) {
-            Some((n, sem)) if *n == permits => sem.clone(),
-            _ => {
-                let sem = Arc::new(Semaphore::new(permits as usize));
-                limits.insert(upstream.clone(), (permits, sem.clone()));
-                sem
-            }
+        if let Some((upstream, jobs)) = probes {
+            self.dispatch_probes(upstream, jobs);
         }
     }
 
-    fn spawn_probe(
-        self: &Arc<Self>,
-        upstream: Arc<str>,
-        address: sluice_core::snapshot::AddressKey,
-        check: Arc<sluice_core::topology::ActiveHealthCheck>,
-        host_header: Option<String>,
-    ) {
-        if probe::falls_back_to_tcp(check.probe_type) {
-            let mut downgraded = self.downgraded.lock().unwrap_or_else(|p| p.into_inner());
-            if !downgraded.contains(&upstream) {
-                tracing::warn!(
-                    %upstream,
-                    probe_type = ?check.probe_type,
-                    "gRPC active probes are implemented by neither Kong nor Sluice; probing with a TCP connect instead (a reachable port counts as healthy)"
-                );
-                downgraded.push(upstream.clone());
+    fn probers(&self) -> MutexGuard<'_, HashMap<Arc<str>, ProberHandle>> {
+        self.probers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `jobs` on the prober of `upstream`, starting it on the first probe. The
+    /// upstream's client certificate (presented by `https` probes) is looked up once per
+    /// batch, not per probe.
+    fn dispatch_probes(&self, upstream: Arc<str>, mut jobs: Vec<Job>) {
+        let client = self.slots.client_certificate(&upstream);
+        if client.is_some() {
+            for job in &mut jobs {
+                job.client.clone_from(&client);
             }
         }
-        let semaphore = self.probe_semaphore(&upstream, check.concurrency);
-        let core = self.clone();
-        tokio::spawn(async move {
-            let Ok(_permit) = semaphore.acquire_owned().await else {
-                return;
-            };
-            let host = host_header.unwrap_or_else(|| {
-                host_header_for(&address.hostname, address.addr.port())
-                    .and_then(|v| v.to_str().ok().map(str::to_owned))
-                    .unwrap_or_else(|| address.hostname.to_string())
-            });
-            // Boxed so that a probe waiting for its permit is a small task: the probe
-            // future (socket, buffers, TLS state) exists only while it runs. With
-            // thousands of targets due at once, inline futures cost megabytes idle.
-            let client = core.slots.client_certificate(&upstream);
-            let outcome = match check.keepalive {
+        let prober = {
+            let mut probers = self.probers();
+            match probers.get(&upstream) {
+                Some(prober) => prober.clone(),
                 None => {
-                    // The upstream may have switched keep-alive off in a reload: close
-                    // what it kept rather than hold the sockets until process exit.
-                    core.kept().drop_if_any(&upstream, address.addr);
-                    Box::pin(probe::probe(address.addr, &check, &host, client.as_deref())).await
+                    let prober = ProberHandle::spawn(
+                        upstream.clone(),
+                        self.metrics.clone(),
+                        self.probe_results.clone(),
+                    );
+                    probers.insert(upstream, prober.clone());
+                    prober
                 }
-                Some(max_age) => {
-                    let key = (upstream.clone(), address.addr);
-                    let kept = core.kept().take(&key);
-                    let (outcome, kept) = Box::pin(probe_keepalive::probe(
-                        address.addr,
-                        &check,
-                        &host,
-                        max_age,
-                        kept,
-                        client.as_deref(),
-                    ))
-                    .await;
-                    if let Some(kept) = kept {
-                        core.kept().put(key, kept, max_age);
-                    }
-                    outcome
-                }
-            };
-            core.metrics.on_probe(&upstream, &address, outcome);
-            let _ = core
-                .results
-                .send(Event::ProbeCompleted {
-                    upstream,
-                    address,
-                    outcome,
-                })
-                .await;
-        });
+            }
+        };
+        prober.enqueue(jobs);
+    }
+
+    /// Stop every prober (the driver is ending).
+    fn close_probers(&self) {
+        for (_, prober) in self.probers().drain() {
+            prober.close();
+        }
+    }
+
+    /// gRPC probe types are probed with a TCP connect: say so once per upstream.
+    fn note_downgrade(
+        &self,
+        upstream: &Arc<str>,
+        check: &sluice_core::topology::ActiveHealthCheck,
+    ) {
+        if !probe::falls_back_to_tcp(check.probe_type) {
+            return;
+        }
+        let mut downgraded = self.downgraded.lock().unwrap_or_else(|p| p.into_inner());
+        if !downgraded.contains(upstream) {
+            tracing::warn!(
+                %upstream,
+                probe_type = ?check.probe_type,
+                "gRPC active probes are implemented by neither Kong nor Sluice; probing with a TCP connect instead (a reachable port counts as healthy)"
+            );
+            downgraded.push(upstream.clone());
+        }
     }
 }
 
@@ -401,7 +384,11 @@ impl Core {
 const TIMER_QUANTUM: Duration = Duration::from_millis(10);
 
 /// The driver task. Ends when `shutdown` is notified.
-pub async fn run(core: Arc<Core>, mut events: mpsc::Receiver<Event>, shutdown: Arc<Notify>) {
+pub async fn run(core: Arc<Core>, inbox: Inbox, shutdown: Arc<Notify>) {
+    let Inbox {
+        mut events,
+        mut probes,
+    } = inbox;
     let mut last_tick = tokio::time::Instant::now();
     let mut wake_at = next_wake(&core, last_tick);
     // One event buffer for the driver's life: attempt reports arrive at request rate.
@@ -428,6 +415,23 @@ pub async fn run(core: Arc<Core>, mut events: mpsc::Receiver<Event>, shutdown: A
                 );
                 wake_at = wake_at.min(recheck);
             }
+            received = probes.recv() => {
+                // Never `None`: the core holds a sender for new probers.
+                let Some(results) = received else { continue };
+                batch.extend(results);
+                while batch.len() < EVENT_BATCH {
+                    match probes.try_recv() {
+                        Ok(results) => batch.extend(results),
+                        Err(_) => break,
+                    }
+                }
+                core.apply_batch(&mut batch);
+                let recheck = quantize_up(
+                    &core.clock,
+                    tokio::time::Instant::now().max(last_tick + TIMER_QUANTUM),
+                );
+                wake_at = wake_at.min(recheck);
+            }
             _ = core.wake.notified() => wake_at = next_wake(&core, last_tick),
             _ = tokio::time::sleep_until(wake_at) => {
                 last_tick = tokio::time::Instant::now();
@@ -436,6 +440,8 @@ pub async fn run(core: Arc<Core>, mut events: mpsc::Receiver<Event>, shutdown: A
             }
         }
     }
+    // The probers hold no reference to the core; stop them with the driver.
+    core.close_probers();
 }
 
 /// When the driver should next run `tick`: the controller's earliest timer rounded up
