@@ -18,8 +18,12 @@
 # request (C, cheap, and not what is being measured). Each HAProxy takes at most 5,000
 # ports: with keep-alive probes every target holds a connection open, and 5,000
 # listening sockets plus 5,000 connections fit the usual 20,000-fd limit per process.
-# HAProxy keeps idle client connections 10 s (`timeout http-keep-alive`), well over the
-# probe interval, so with KEEPALIVE=on connections are replaced only at the max age. PORT_BASE defaults below
+# HAProxy keeps idle client connections 10 s between requests (`timeout
+# http-keep-alive`), well over the probe interval, and 120 s before a first request
+# (`timeout client`, over the 30 s default max age: `tcp` keep-alive probes never send a
+# request, and with the 5 s used before, HAProxy closed every such connection after 5 s,
+# so those runs reconnected each address every ~5 s rather than every 30 s). So with
+# KEEPALIVE=on connections are replaced only at the max age. PORT_BASE defaults below
 # Linux's ephemeral range (32768-60999) so the range does not collide with client
 # sockets. Each case runs Sluice with no traffic for WARMUP seconds (configuration load,
 # first probe round), then measures utime+stime from /proc/PID/stat over
@@ -80,7 +84,7 @@ global
 defaults
     mode http
     timeout connect 5s
-    timeout client 5s
+    timeout client 120s
     timeout server 5s
     timeout http-keep-alive 10s
 frontend probe_targets
