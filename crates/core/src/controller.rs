@@ -51,7 +51,7 @@
 //! tiers are probed at the same rate as the primary (warm standby): their health is
 //! never staler than one interval at the moment traffic fails over to them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -227,6 +227,19 @@ struct UpstreamState {
     /// left, so one that comes back keeps its health, ejection and load (Kong keeps a
     /// removed address's health for 300 s, PR #8394). At most [`RETIRED_MAX`] entries.
     retired: BTreeMap<AddressKey, (Instant, AddressState)>,
+    /// Timer index of the probe schedule: `(due, key)` for every address whose
+    /// `next_probe` is `Some(due)`, and nothing else. `tick` and `next_deadline` read due
+    /// probes from its front instead of scanning every address (with 10,000 probed
+    /// addresses the scans were most of the controller's time). Ordered by instant, then
+    /// key: deterministic. Every write of `next_probe` goes through [`set_next_probe`];
+    /// bulk changes (reload, DNS) rebuild it ([`UpstreamState::rebuild_timers`]).
+    probe_schedule: BTreeSet<(Instant, AddressKey)>,
+    /// The earliest `ejected_until` of any address. Ejections start and end rarely, so
+    /// it is recomputed (a scan) only when one starts, ends or the address set changes.
+    next_ejection_end: Option<Instant>,
+    /// The earliest `next_resolve` of any target, recomputed whenever one changes (DNS
+    /// answers, resolutions sent, reloads), which is when the targets are walked anyway.
+    next_resolve_at: Option<Instant>,
 }
 
 /// What caused a re-evaluation (decides the decision record's kind and trigger).
@@ -472,6 +485,9 @@ impl UpstreamState {
             snapshot: None,
             weights_refresh_at: None,
             retired: BTreeMap::new(),
+            probe_schedule: BTreeSet::new(),
+            next_ejection_end: None,
+            next_resolve_at: None,
             spec,
         };
         up.targets = up
@@ -521,6 +537,7 @@ impl UpstreamState {
                 target.next_resolve = Some(now + DNS_RETRY);
             }
         }
+        self.next_resolve_at = earliest_resolve(&self.targets);
     }
 
     /// A reload of an existing upstream: keep what stays.
@@ -570,6 +587,7 @@ impl UpstreamState {
             for address in self.addresses.values_mut() {
                 address.next_probe = probe_after(&self.active, address, now);
             }
+            self.rebuild_timers();
         }
         if tiers != self.tiers {
             self.tiers = tiers;
@@ -663,6 +681,18 @@ impl UpstreamState {
                 None => break,
             }
         }
+        self.rebuild_timers();
+    }
+
+    /// Rebuild the probe index and the cached ejection deadline from the addresses
+    /// (after changes to the address set or to many schedules at once).
+    fn rebuild_timers(&mut self) {
+        self.probe_schedule = self
+            .addresses
+            .values()
+            .filter_map(|a| a.next_probe.map(|t| (t, a.key.clone())))
+            .collect();
+        self.next_ejection_end = earliest_ejection_end(&self.addresses);
     }
 
     fn tier_position(&self, tier: u8) -> Option<usize> {
@@ -1147,6 +1177,7 @@ impl UpstreamState {
                 target.next_resolve = Some(now + DNS_RETRY);
             }
         }
+        self.next_resolve_at = earliest_resolve(&self.targets);
         self.sync_addresses(now, false);
         self.refresh(
             now,
@@ -1181,7 +1212,8 @@ impl UpstreamState {
             return;
         }
         address.overridden = false;
-        address.next_probe = probe_after(&active, address, now);
+        let next = probe_after(&active, address, now);
+        set_next_probe(&mut self.probe_schedule, address, next);
         out.push(Action::HealthChanged {
             upstream: name,
             address: key.clone(),
@@ -1220,7 +1252,8 @@ impl UpstreamState {
             && transition.flipped()
         {
             address.overridden = false;
-            address.next_probe = probe_after(&active, address, now);
+            let next = probe_after(&active, address, now);
+            set_next_probe(&mut self.probe_schedule, address, next);
             out.push(Action::HealthChanged {
                 upstream: name,
                 address: key.clone(),
@@ -1243,6 +1276,9 @@ impl UpstreamState {
                 reason: reason.describe(),
                 until,
             });
+            // A rare event: a scan keeps the cached deadline exact (a re-ejection moves
+            // an address's end later).
+            self.next_ejection_end = earliest_ejection_end(&self.addresses);
         }
         let failed = outlier::is_failure(outcome);
         let abort_due = self
@@ -1304,7 +1340,8 @@ impl UpstreamState {
                     }
                     state.overridden = true;
                     if let Some(transition) = state.health.set_override(healthy) {
-                        state.next_probe = probe_after(&active, state, now);
+                        let next = probe_after(&active, state, now);
+                        set_next_probe(&mut self.probe_schedule, state, next);
                         out.push(Action::HealthChanged {
                             upstream: name.clone(),
                             address: state.key.clone(),
@@ -1336,36 +1373,59 @@ impl UpstreamState {
 
     fn tick(&mut self, now: Instant, shared: &mut Shared, out: &mut Vec<Action>) {
         let name = self.spec.name.clone();
-        // Probes due.
-        for address in self.addresses.values_mut() {
-            if address.next_probe.is_some_and(|t| t <= now) {
-                out.push(Action::Probe {
-                    upstream: name.clone(),
-                    address: address.key.clone(),
-                    check: self.active.clone(),
-                    host_header: self.spec.host_header.clone(),
-                });
-                address.next_probe = probe_after(&self.active, address, now);
+        // Probes due: taken from the front of the index, then emitted in address order
+        // (the order a scan of the addresses gives, so the actions do not depend on how
+        // the due times of one tick happen to differ).
+        let mut due = Vec::new();
+        while let Some(first) = self.probe_schedule.first()
+            && first.0 <= now
+        {
+            if let Some((_, key)) = self.probe_schedule.pop_first() {
+                due.push(key);
+            }
+        }
+        due.sort_unstable();
+        for key in due {
+            let Some(address) = self.addresses.get_mut(&key) else {
+                debug_assert!(false, "probe index names an unknown address");
+                continue;
+            };
+            out.push(Action::Probe {
+                upstream: name.clone(),
+                address: key,
+                check: self.active.clone(),
+                host_header: self.spec.host_header.clone(),
+            });
+            // Already out of the index: insert the new due time only.
+            address.next_probe = probe_after(&self.active, address, now);
+            if let Some(t) = address.next_probe {
+                self.probe_schedule.insert((t, address.key.clone()));
             }
         }
         // DNS refreshes due.
-        for (index, target) in self.targets.iter_mut().enumerate() {
-            if target.next_resolve.is_some_and(|t| t <= now) {
-                out.push(Action::Resolve {
-                    upstream: name.clone(),
-                    target_index: index as u32,
-                    host: target.spec.host.clone(),
-                    port: target.spec.port,
-                });
-                target.next_resolve = Some(now + DNS_RETRY);
+        if self.next_resolve_at.is_some_and(|t| t <= now) {
+            for (index, target) in self.targets.iter_mut().enumerate() {
+                if target.next_resolve.is_some_and(|t| t <= now) {
+                    out.push(Action::Resolve {
+                        upstream: name.clone(),
+                        target_index: index as u32,
+                        host: target.spec.host.clone(),
+                        port: target.spec.port,
+                    });
+                    target.next_resolve = Some(now + DNS_RETRY);
+                }
             }
+            self.next_resolve_at = earliest_resolve(&self.targets);
         }
         // Ejections ending.
         let mut ended = Vec::new();
-        for address in self.addresses.values_mut() {
-            if address.outlier.expire(now) {
-                ended.push(address.key.addr);
+        if self.next_ejection_end.is_some_and(|t| t <= now) {
+            for address in self.addresses.values_mut() {
+                if address.outlier.expire(now) {
+                    ended.push(address.key.addr);
+                }
             }
+            self.next_ejection_end = earliest_ejection_end(&self.addresses);
         }
         let engine_due = self
             .engine
@@ -1380,18 +1440,30 @@ impl UpstreamState {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let probes = self.addresses.values().filter_map(|a| a.next_probe);
-        let ejections = self
-            .addresses
-            .values()
-            .filter_map(|a| a.outlier.ejected_until());
-        let dns = self.targets.iter().filter_map(|t| t.next_resolve);
-        probes
-            .chain(ejections)
-            .chain(dns)
+        debug_assert!(self.timers_consistent(), "timer index out of step");
+        self.probe_schedule
+            .first()
+            .map(|(t, _)| *t)
+            .into_iter()
+            .chain(self.next_ejection_end)
+            .chain(self.next_resolve_at)
             .chain(self.engine.next_deadline(&self.spec.failover))
             .chain(self.weights_refresh_at)
             .min()
+    }
+
+    /// The indexes agree with the per-address and per-target state they summarise
+    /// (checked in debug builds: the unit tests and the simulator run every step
+    /// through it).
+    fn timers_consistent(&self) -> bool {
+        let scanned: BTreeSet<(Instant, AddressKey)> = self
+            .addresses
+            .values()
+            .filter_map(|a| a.next_probe.map(|t| (t, a.key.clone())))
+            .collect();
+        scanned == self.probe_schedule
+            && earliest_ejection_end(&self.addresses) == self.next_ejection_end
+            && earliest_resolve(&self.targets) == self.next_resolve_at
     }
 
     fn status(&self, now: Instant) -> UpstreamStatus {
@@ -1490,6 +1562,35 @@ impl UpstreamState {
             snapshot_version: self.snapshot.as_ref().map_or(0, |s| s.version),
         }
     }
+}
+
+/// Set `address.next_probe` to `next`, keeping the probe index in step.
+fn set_next_probe(
+    schedule: &mut BTreeSet<(Instant, AddressKey)>,
+    address: &mut AddressState,
+    next: Option<Instant>,
+) {
+    if address.next_probe == next {
+        return;
+    }
+    if let Some(t) = address.next_probe {
+        schedule.remove(&(t, address.key.clone()));
+    }
+    if let Some(t) = next {
+        schedule.insert((t, address.key.clone()));
+    }
+    address.next_probe = next;
+}
+
+fn earliest_ejection_end(addresses: &BTreeMap<AddressKey, AddressState>) -> Option<Instant> {
+    addresses
+        .values()
+        .filter_map(|a| a.outlier.ejected_until())
+        .min()
+}
+
+fn earliest_resolve(targets: &[TargetState]) -> Option<Instant> {
+    targets.iter().filter_map(|t| t.next_resolve).min()
 }
 
 /// When the address's next probe is due given its state (Kong: the healthy loop runs

@@ -1545,3 +1545,190 @@ fn addresses_remember_the_dns_record_type_they_came_from() {
     assert_eq!(dns_of(2), Some(DnsRecord::Aaaa));
     assert_eq!(DnsRecord::Aaaa.as_str(), "AAAA");
 }
+
+/// Every address's `next_probe`, read directly (the reference the timer index must
+/// agree with).
+fn due_by_scan(c: &Controller, upstream: &str, now: Instant) -> Vec<AddressKey> {
+    c.upstreams[upstream]
+        .addresses
+        .values()
+        .filter(|a| a.next_probe.is_some_and(|t| t <= now))
+        .map(|a| a.key.clone())
+        .collect()
+}
+
+fn probes_in(out: &[Action]) -> Vec<AddressKey> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Probe { address, .. } => Some(address.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn diverged_probe_schedules_fire_exactly_when_due_in_address_order() {
+    let mut spec = two_regions();
+    spec.healthchecks.active.healthy_interval = Duration::from_secs(3);
+    spec.healthchecks.active.unhealthy_interval = Duration::from_secs(1);
+    let mut c = Controller::new();
+    let mut out = Vec::new();
+    c.apply(
+        Instant::ZERO,
+        Event::TopologyReplaced {
+            upstreams: vec![spec],
+        },
+        &mut out,
+    );
+    // 10.0.1.2 turns unhealthy at 1.5 s (two failures): its loop restarts at 1 s.
+    for _ in 0..2 {
+        c.apply(
+            Instant::from_millis(1_500),
+            Event::ProbeCompleted {
+                upstream: Arc::from("api"),
+                address: key("10.0.1.2:80", None),
+                outcome: ProbeOutcome::Status(500),
+            },
+            &mut out,
+        );
+    }
+    assert_eq!(c.next_deadline(), Some(Instant::from_millis(2_500)));
+    out.clear();
+    c.tick(Instant::from_millis(2_500), &mut out);
+    assert_eq!(probes_in(&out), vec![key("10.0.1.2:80", None)]);
+    // At 3.5 s the three healthy ones (due at 3 s) and the unhealthy one (due at 3.5 s)
+    // come out together, in address order rather than due order.
+    assert_eq!(c.next_deadline(), Some(Instant::from_millis(3_000)));
+    out.clear();
+    c.tick(Instant::from_millis(3_500), &mut out);
+    assert_eq!(
+        probes_in(&out),
+        vec![
+            key("10.0.0.1:80", None),
+            key("10.0.0.2:80", None),
+            key("10.0.1.1:80", None),
+            key("10.0.1.2:80", None),
+        ]
+    );
+    // Nothing is due before the unhealthy loop's next round.
+    out.clear();
+    c.tick(Instant::from_millis(4_400), &mut out);
+    assert!(probes_in(&out).is_empty());
+    assert_eq!(c.next_deadline(), Some(Instant::from_millis(4_500)));
+}
+
+#[test]
+fn timer_index_matches_a_scan_over_a_long_random_run() {
+    // 60 addresses whose schedules diverge through probe failures, passive failures,
+    // operator overrides and a reload; every tick must probe exactly the addresses a
+    // scan finds due, and the deadline must be the scan's minimum (the debug assertion
+    // in `next_deadline` compares the whole index with a scan at every call).
+    let targets: Vec<TargetSpec> = (0..60)
+        .map(|i| {
+            target(
+                &format!("10.1.{}.{}:80", i / 10, i % 10 + 1),
+                (i % 2) as u8,
+                "r",
+                100,
+            )
+        })
+        .collect();
+    let mut spec = upstream(targets);
+    spec.healthchecks.active.healthy_interval = Duration::from_millis(700);
+    spec.healthchecks.active.unhealthy_interval = Duration::from_millis(300);
+    spec.healthchecks.passive.unhealthy_http_failures = 3;
+    let mut c = Controller::new();
+    let mut out = Vec::new();
+    c.apply(
+        Instant::ZERO,
+        Event::TopologyReplaced {
+            upstreams: vec![spec.clone()],
+        },
+        &mut out,
+    );
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut probed = 0usize;
+    for step in 1..=600u64 {
+        let now = Instant::from_millis(step * 50);
+        let expected = due_by_scan(&c, "api", now);
+        let deadline = c.next_deadline();
+        let scan_min = c.upstreams["api"]
+            .addresses
+            .values()
+            .filter_map(|a| a.next_probe)
+            .min();
+        assert!(
+            deadline <= scan_min,
+            "deadline {deadline:?} after a due probe"
+        );
+        out.clear();
+        c.tick(now, &mut out);
+        let actual = probes_in(&out);
+        assert_eq!(actual, expected, "probes at {now:?}");
+        probed += actual.len();
+        for address in actual {
+            let outcome = if next() % 4 == 0 {
+                ProbeOutcome::Status(500)
+            } else {
+                ProbeOutcome::Status(200)
+            };
+            c.apply(
+                now,
+                Event::ProbeCompleted {
+                    upstream: Arc::from("api"),
+                    address,
+                    outcome,
+                },
+                &mut out,
+            );
+        }
+        let pick = (next() % 60) as usize;
+        let addr = format!("10.1.{}.{}:80", pick / 10, pick % 10 + 1);
+        match next() % 20 {
+            0 => c.apply(
+                now,
+                Event::AttemptCompleted {
+                    upstream: Arc::from("api"),
+                    address: key(&addr, None),
+                    outcome: AttemptOutcome::Status(502),
+                    latency: Duration::from_millis(1),
+                },
+                &mut out,
+            ),
+            1 => c.apply(
+                now,
+                Event::Operator {
+                    upstream: Arc::from("api"),
+                    command: OperatorCommand::SetHealth {
+                        target: addr,
+                        address: None,
+                        healthy: next() % 2 == 0,
+                    },
+                    actor: "test".into(),
+                },
+                &mut out,
+            ),
+            _ => {}
+        }
+        if step == 300 {
+            // A reload with changed checks reschedules every address at once.
+            let mut changed = spec.clone();
+            changed.healthchecks.active.healthy_interval = Duration::from_millis(400);
+            changed.targets.truncate(50);
+            c.apply(
+                now,
+                Event::TopologyReplaced {
+                    upstreams: vec![changed],
+                },
+                &mut out,
+            );
+        }
+    }
+    assert!(probed > 3_000, "the run probed ({probed})");
+}
