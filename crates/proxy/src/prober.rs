@@ -208,15 +208,12 @@ async fn run(
             }
         }
         // Take what has finished without waiting; send when full or about to wait.
-        match running.next().now_or_never() {
-            Some(Some(done)) => {
-                finish(&upstream, &metrics, &mut kept, &mut batch, done);
-                if batch.len() >= RESULT_BATCH && !send(&results, &mut batch).await {
-                    return;
-                }
-                continue;
+        if let Some(Some(done)) = running.next().now_or_never() {
+            finish(&upstream, &metrics, &mut kept, &mut batch, done);
+            if batch.len() >= RESULT_BATCH && !send(&results, &mut batch).await {
+                return;
             }
-            Some(None) | None => {}
+            continue;
         }
         if !batch.is_empty() && !send(&results, &mut batch).await {
             return;
@@ -363,38 +360,46 @@ mod tests {
     #[tokio::test]
     async fn never_runs_more_than_the_concurrency_at_once() {
         // Backends that accept and never answer: every http probe runs to its timeout,
-        // so the probes in flight at once are exactly what the prober allows.
-        let targets = listeners(12).await;
-        let open = Arc::new(AtomicUsize::new(0));
-        let peak = Arc::new(AtomicUsize::new(0));
+        // so until the first timeout the connections accepted are exactly the probes the
+        // prober started.
+        let targets = listeners(9).await;
+        let accepted = Arc::new(AtomicUsize::new(0));
         let mut addrs = Vec::new();
         for listener in targets {
             addrs.push(listener.local_addr().unwrap());
-            let (open, peak) = (open.clone(), peak.clone());
+            let accepted = accepted.clone();
             tokio::spawn(async move {
-                while let Ok((mut conn, _)) = listener.accept().await {
-                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
-                    peak.fetch_max(now, Ordering::SeqCst);
-                    let open = open.clone();
-                    tokio::spawn(async move {
-                        let mut buf = [0u8; 512];
-                        // Until the prober gives up and closes the connection.
-                        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await {
-                            if n == 0 {
-                                break;
-                            }
-                        }
-                        open.fetch_sub(1, Ordering::SeqCst);
-                    });
+                let mut held = Vec::new();
+                while let Ok((conn, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    held.push(conn);
                 }
             });
         }
         let (tx, mut rx) = mpsc::channel(64);
         let prober = ProberHandle::spawn(Arc::from("pool"), Arc::new(Metrics::new()), tx);
-        let check = check(ProbeType::Http, 3, Duration::from_millis(150));
+        let timeout = Duration::from_millis(1500);
+        let check = check(ProbeType::Http, 3, timeout);
+        let started = tokio::time::Instant::now();
         prober.enqueue(addrs.iter().map(|a| job(*a, &check)));
+        // Bounded wait for the first three connections.
+        while accepted.load(Ordering::SeqCst) < 3 && started.elapsed() < timeout / 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Give a fourth probe every chance to start (it must not) before any times out.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            started.elapsed() < timeout,
+            "observed before the first timeout"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "`concurrency` probes at once"
+        );
+        assert_eq!(prober.waiting(), 6, "the rest wait in the queue");
         let (events, _) = collect(&mut rx, addrs.len()).await;
-        assert_eq!(events.len(), 12);
+        assert_eq!(events.len(), 9);
         assert!(events.iter().all(|e| matches!(
             e,
             Event::ProbeCompleted {
@@ -402,12 +407,11 @@ mod tests {
                 ..
             }
         )));
-        let peak = peak.load(Ordering::SeqCst);
-        assert!(
-            peak <= 3,
-            "at most `concurrency` probes at once, saw {peak}"
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            9,
+            "every address probed once"
         );
-        assert!(peak >= 2, "probes did run concurrently, saw {peak}");
         prober.close();
     }
 
