@@ -343,7 +343,10 @@ impl Core {
                 }
             }
         };
-        prober.enqueue(jobs);
+        let merged = prober.enqueue(jobs);
+        if merged > 0 {
+            self.metrics.on_probes_coalesced(merged);
+        }
     }
 
     /// Stop every prober (the driver is ending).

@@ -216,6 +216,8 @@ pub mod families {
     "Outlier ejections: addresses taken out because real traffic failed." }
     family! { SLUICE_PASSIVE_EVENTS_DROPPED, "sluice_passive_events_dropped_total", Counter, [], Sluice, Always,
     "Passive health events dropped because the driver's channel was full." }
+    family! { SLUICE_PROBES_COALESCED, "sluice_probes_coalesced_total", Counter, [], Sluice, Always,
+    "Active probes merged into one of the same address still waiting to start: probes fall due faster than `concurrency` lets them run." }
     family! { SLUICE_UPSTREAM_MODE, "sluice_upstream_mode", Gauge, ["upstream", "mode"], Sluice, Always,
     "Traffic mode per upstream, one series per mode (normal, failed_over, failing_back, panic, unavailable); the current one is 1." }
     family! { SLUICE_UPSTREAM_ACTIVE_TIER, "sluice_upstream_active_tier", Gauge, ["upstream"], Sluice, Always,
@@ -269,6 +271,7 @@ pub const FAMILIES: &[&FamilySpec] = &[
     &SLUICE_PANICS,
     &SLUICE_EJECTIONS,
     &SLUICE_PASSIVE_EVENTS_DROPPED,
+    &SLUICE_PROBES_COALESCED,
     &SLUICE_UPSTREAM_MODE,
     &SLUICE_UPSTREAM_ACTIVE_TIER,
     &SLUICE_UPSTREAM_BALANCER_HEALTHY,
@@ -886,6 +889,7 @@ struct ProcessCells {
     reloads_failed: Counter,
     last_reload_ok: AtomicBool,
     events_dropped: Counter,
+    probes_coalesced: Counter,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -938,6 +942,7 @@ impl Metrics {
                 reloads_failed: Counter::default(),
                 last_reload_ok: AtomicBool::new(true),
                 events_dropped: Counter::default(),
+                probes_coalesced: Counter::default(),
             },
             config_hash: ArcSwap::from_pointee(String::new()),
             node_id: node_id.to_owned(),
@@ -1066,6 +1071,11 @@ impl Metrics {
     /// A passive health event was dropped because the driver's channel was full.
     pub fn on_passive_event_dropped(&self) {
         self.process.events_dropped.inc();
+    }
+
+    /// `merged` due probes were merged into waiting ones (the prober is behind).
+    pub fn on_probes_coalesced(&self, merged: u64) {
+        self.process.probes_coalesced.add(merged);
     }
 
     /// A client connection was accepted.
@@ -1212,6 +1222,9 @@ impl Metrics {
         });
         out.family(&SLUICE_PASSIVE_EVENTS_DROPPED, |f| {
             f.sample(&[], self.process.events_dropped.get());
+        });
+        out.family(&SLUICE_PROBES_COALESCED, |f| {
+            f.sample(&[], self.process.probes_coalesced.get());
         });
     }
 }

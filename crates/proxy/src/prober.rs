@@ -110,8 +110,9 @@ impl ProberHandle {
     }
 
     /// Queue due probes (one lock, one wake-up for the whole batch). A probe of an
-    /// address that is already waiting to start is merged into the waiting one.
-    pub fn enqueue(&self, jobs: impl IntoIterator<Item = Job>) {
+    /// address that is already waiting to start is merged into the waiting one; returns
+    /// how many were merged (`sluice_probes_coalesced_total`).
+    pub fn enqueue(&self, jobs: impl IntoIterator<Item = Job>) -> u64 {
         let mut merged = 0;
         {
             let mut queue = self.shared.queue();
@@ -127,6 +128,7 @@ impl ProberHandle {
             self.shared.coalesced.fetch_add(merged, Ordering::Relaxed);
         }
         self.shared.wake.notify_one();
+        merged
     }
 
     /// Stop the prober: probes not started are dropped, running ones are abandoned.
@@ -452,9 +454,11 @@ mod tests {
             shared: Arc::new(Shared::default()),
         };
         let check = check(ProbeType::Tcp, 1, Duration::from_secs(2));
-        for _ in 0..5 {
-            prober.enqueue([job(addr, &check)]);
-        }
+        let merged: u64 = (0..5).map(|_| prober.enqueue([job(addr, &check)])).sum();
+        assert_eq!(
+            merged, 4,
+            "enqueue reports what it merged (the metric's source)"
+        );
         assert_eq!(prober.waiting(), 1, "one waiting probe per address");
         assert_eq!(prober.coalesced(), 4);
         tokio::spawn(run(
