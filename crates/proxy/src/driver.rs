@@ -410,13 +410,7 @@ pub async fn run(core: Arc<Core>, inbox: Inbox, shutdown: Arc<Notify>) {
                     }
                 }
                 core.apply_batch(&mut batch);
-                // The events may have brought a timer forward: look again at the next
-                // quantum rather than scanning every timer after every event.
-                let recheck = quantize_up(
-                    &core.clock,
-                    tokio::time::Instant::now().max(last_tick + TIMER_QUANTUM),
-                );
-                wake_at = wake_at.min(recheck);
+                wake_at = wake_at.min(recheck_after_events(&core, last_tick));
             }
             received = probes.recv() => {
                 // Never `None`: the core holds a sender for new probers.
@@ -429,11 +423,7 @@ pub async fn run(core: Arc<Core>, inbox: Inbox, shutdown: Arc<Notify>) {
                     }
                 }
                 core.apply_batch(&mut batch);
-                let recheck = quantize_up(
-                    &core.clock,
-                    tokio::time::Instant::now().max(last_tick + TIMER_QUANTUM),
-                );
-                wake_at = wake_at.min(recheck);
+                wake_at = wake_at.min(recheck_after_events(&core, last_tick));
             }
             _ = core.wake.notified() => wake_at = next_wake(&core, last_tick),
             _ = tokio::time::sleep_until(wake_at) => {
@@ -445,6 +435,16 @@ pub async fn run(core: Arc<Core>, inbox: Inbox, shutdown: Arc<Notify>) {
     }
     // The probers hold no reference to the core; stop them with the driver.
     core.close_probers();
+}
+
+/// When to look at the timers again after a batch of events: the events may have brought
+/// a timer forward, so look again at the next quantum rather than scanning every timer
+/// after every event.
+fn recheck_after_events(core: &Core, last_tick: tokio::time::Instant) -> tokio::time::Instant {
+    quantize_up(
+        &core.clock,
+        tokio::time::Instant::now().max(last_tick + TIMER_QUANTUM),
+    )
 }
 
 /// When the driver should next run `tick`: the controller's earliest timer rounded up
