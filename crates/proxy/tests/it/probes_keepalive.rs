@@ -375,10 +375,7 @@ async fn tcp_probes_keep_a_connection_and_reconnect_when_it_ends() {
 // ---- through the gateway ---------------------------------------------------------------
 
 fn keepalive_yaml(targets: &[SocketAddr]) -> String {
-    let targets: String = targets
-        .iter()
-        .map(|t| format!("      - target: {t}\n"))
-        .collect();
+    let targets = crate::support::target_entries(targets);
     format!(
         r#"
 _format_version: "3.0"

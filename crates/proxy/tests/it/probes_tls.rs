@@ -329,10 +329,7 @@ fn health_of(gw: &Gateway, upstream: &str, target: &str) -> Option<HealthStatus>
 /// category may mark a target unhealthy (Kong: a zero counter disables its category),
 /// so each test proves *which* outcome the probe produced.
 fn https_upstream_yaml(verify: bool, unhealthy_counters: &str, targets: &[SocketAddr]) -> String {
-    let targets: String = targets
-        .iter()
-        .map(|addr| format!("      - target: {addr}\n"))
-        .collect();
+    let targets = crate::support::target_entries(targets);
     format!(
         r#"
 _format_version: "3.0"

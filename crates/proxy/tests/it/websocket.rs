@@ -97,10 +97,7 @@ async fn echo(stream: &mut TcpStream, text: &str) -> String {
 }
 
 fn ws_config(targets: &[SocketAddr], read_timeout_ms: u64) -> String {
-    let targets: String = targets
-        .iter()
-        .map(|t| format!("      - target: \"{t}\"\n"))
-        .collect();
+    let targets = crate::support::target_entries(targets);
     format!(
         r#"
 _format_version: "3.0"

@@ -32,6 +32,15 @@ pub async fn gateway_with(yaml: &str, mut options: GatewayOptions) -> Gateway {
     Gateway::start(config(yaml), options).await.unwrap()
 }
 
+/// The `targets:` entries of an upstream nested under `upstreams[]` in test YAML, one
+/// `- target: ip:port` line each at the indentation the test configs use.
+pub fn target_entries(targets: &[SocketAddr]) -> String {
+    targets
+        .iter()
+        .map(|t| format!("      - target: \"{t}\"\n"))
+        .collect()
+}
+
 /// A plain HTTP/1.1 client.
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
