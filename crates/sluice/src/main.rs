@@ -28,7 +28,7 @@ struct Cli {
     command: Command,
     /// Threads that serve traffic (Kong's `nginx_worker_processes`). Default: the CPUs
     /// this process may run on. With one, Sluice runs a single-threaded runtime, which
-    /// serves about 18 % more requests per CPU-second than a one-worker multi-threaded
+    /// serves about 20 % more requests per CPU-second than a one-worker multi-threaded
     /// one (BENCHMARKS.md).
     #[arg(long, global = true, value_name = "N", env = "SLUICE_WORKER_THREADS")]
     worker_threads: Option<std::num::NonZeroUsize>,
