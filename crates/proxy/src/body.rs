@@ -23,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::pool::Lease;
+use crate::upstream::{BodyError, ResponseBody};
 
 /// Request bodies up to this size are buffered so a retry can resend them.
 ///
@@ -293,13 +293,17 @@ pub struct ClientBody {
 enum Inner {
     Full(Option<Bytes>),
     Upstream {
-        body: Incoming,
-        lease: Option<Lease>,
+        /// Returns its connection to the pool by itself when it reads the last byte.
+        body: ResponseBody,
         read_timeout: Duration,
         /// Armed at the first wait for upstream bytes, not before: most answers are
         /// complete when their head arrives, and they never pay for a timer (a heap
         /// allocation and a timer-wheel entry per request).
         timer: Option<Pin<Box<Sleep>>>,
+        /// An upstream body error held back for one poll: hyper then flushes the head
+        /// and the bytes already relayed before it aborts the connection, so the client
+        /// sees the status and a short body (as with nginx) rather than nothing.
+        deferred_error: Option<ClientBodyError>,
     },
 }
 
@@ -317,7 +321,7 @@ impl std::fmt::Debug for ClientBody {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBodyError {
     #[error("upstream response body failed: {0}")]
-    Upstream(hyper::Error),
+    Upstream(BodyError),
     #[error("upstream response body stalled longer than read_timeout")]
     ReadTimeout,
 }
@@ -334,18 +338,17 @@ impl ClientBody {
 
     /// The upstream's body, relayed.
     pub fn upstream(
-        body: Incoming,
-        lease: Lease,
+        body: ResponseBody,
         read_timeout: Duration,
         finish: Option<Box<dyn Finish>>,
     ) -> Self {
-        let end = body.is_end_stream();
+        let end = body.is_end();
         let mut this = ClientBody {
             inner: Inner::Upstream {
                 body,
-                lease: Some(lease),
                 read_timeout,
                 timer: None,
+                deferred_error: None,
             },
             bytes_out: 0,
             finish,
@@ -357,12 +360,6 @@ impl ClientBody {
     }
 
     fn complete(&mut self, clean: bool) {
-        if let Inner::Upstream { lease, .. } = &mut self.inner
-            && let Some(lease) = lease.take()
-            && clean
-        {
-            lease.release();
-        }
         if let Some(finish) = self.finish.take() {
             finish.finish(self.bytes_out, clean);
         }
@@ -384,19 +381,32 @@ impl Body for ClientBody {
                 None => Poll::Ready(None),
             },
             Inner::Upstream {
+                deferred_error: Some(_),
+                ..
+            } => match &mut this.inner {
+                Inner::Upstream { deferred_error, .. } => {
+                    Poll::Ready(deferred_error.take().map(Err))
+                }
+                Inner::Full(_) => Poll::Ready(None),
+            },
+            Inner::Upstream {
                 body,
                 read_timeout,
                 timer,
-                ..
-            } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
+                deferred_error,
+            } => match body.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
                     // Kong's read_timeout runs between two successive reads.
                     if let Some(timer) = timer {
                         timer.as_mut().reset(Instant::now() + *read_timeout);
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    Poll::Ready(Some(Ok(Frame::data(data))))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::Upstream(e)))),
+                Poll::Ready(Some(Err(e))) => {
+                    *deferred_error = Some(ClientBodyError::Upstream(e));
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => {
                     let timer =
@@ -427,7 +437,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(bytes) => bytes.is_none(),
-            Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Upstream { body, .. } => body.is_end(),
         }
     }
 
@@ -436,7 +446,10 @@ impl Body for ClientBody {
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Upstream { body, .. } => match body.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
         }
     }
 }

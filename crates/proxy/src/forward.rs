@@ -25,8 +25,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header};
-use hyper::body::Incoming;
+use http::{HeaderValue, Method};
 use sluice_core::UpstreamSnapshot;
 use sluice_core::balance::{self, NoPeer, PickContext};
 use sluice_core::event::{AttemptOutcome, Event};
@@ -40,10 +39,11 @@ use crate::dns::Dns;
 use crate::driver::{Clock, EventSink};
 use crate::error::{ErrorKind, ProxyError};
 use crate::ids;
-use crate::pool::{ConnectError, Endpoint, Lease, Pool, SendError};
+use crate::pool::{ConnectError, Endpoint, Pool};
 use crate::record::{Tries, TryOutcome, TryRecord};
 use crate::runtime::{ServiceRuntime, ServiceTarget, UpstreamRuntime};
 use crate::tls::{UpstreamTls, upstream_server_name};
+use crate::upstream::{ExchangeError, Lease, RequestParts, UpstreamResponse};
 
 /// Region label of addresses that do not come from an upstream (IP or DNS services).
 static DEFAULT_REGION: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("default"));
@@ -92,14 +92,19 @@ impl OutgoingBody {
     }
 }
 
-/// Everything about the upstream request except the address-specific `Host`.
+/// Everything about the upstream request except the address-specific `Host`, in wire
+/// form: every attempt writes the same bytes (plus its `Host`), so nothing is rebuilt
+/// per attempt.
 #[derive(Debug)]
 pub struct Outgoing {
     pub method: Method,
-    /// Origin form: path and query.
-    pub uri: Uri,
-    /// Prepared headers (hop-by-hop removed, X-Forwarded-* set), without `Host`.
-    pub headers: HeaderMap,
+    /// `METHOD target HTTP/1.1\r\n`, the target in origin form (path and query).
+    pub request_line: Bytes,
+    /// Prepared header lines (hop-by-hop removed, X-Forwarded-* set), without `Host`,
+    /// each ending in `\r\n`, with the body's framing header when the body has one.
+    pub headers: Bytes,
+    /// A streamed body of unknown length: sent with chunked framing.
+    pub chunked: bool,
     /// The client's `Host`, sent as is when the route has `preserve_host`.
     pub preserved_host: Option<HeaderValue>,
     pub body: OutgoingBody,
@@ -131,8 +136,7 @@ impl Drop for InFlight {
 /// A response header from the upstream.
 #[derive(Debug)]
 pub struct Success {
-    pub response: Response<Incoming>,
-    pub lease: Lease,
+    pub response: UpstreamResponse,
     pub in_flight: Option<InFlight>,
     /// Time from the start of the winning attempt to its response header.
     pub upstream_latency: Duration,
@@ -369,43 +373,20 @@ struct Timeouts {
     read: Duration,
 }
 
-fn build_request(
-    out: &Outgoing,
-    body: UpstreamBody,
-    host: Option<&HeaderValue>,
-) -> Request<UpstreamBody> {
-    let mut request = Request::new(body);
-    *request.method_mut() = out.method.clone();
-    *request.uri_mut() = out.uri.clone();
-    let headers = request.headers_mut();
-    *headers = out.headers.clone();
-    let host = if out.preserved_host.is_some() {
-        out.preserved_host.as_ref()
-    } else {
-        host
-    };
-    if let Some(host) = host {
-        headers.insert(header::HOST, host.clone());
-    }
-    request
-}
-
-/// Classify a hyper error from an exchange that had started.
-fn classify_send_error(err: &hyper::Error) -> AttemptError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(body_err) = e.downcast_ref::<RequestBodyError>() {
-            return AttemptError::Client(match body_err {
-                RequestBodyError::TooLarge => ErrorKind::PayloadTooLarge,
-                RequestBodyError::Client(_) => ErrorKind::ClientAborted,
-            });
+/// An exchange failure as the retry rules see it.
+fn exchange_failure(error: ExchangeError) -> AttemptError {
+    match error {
+        ExchangeError::NotSent => AttemptError::Upstream(FailureKind::ConnectError),
+        ExchangeError::Write(_) => AttemptError::Upstream(FailureKind::WriteError),
+        ExchangeError::Body(RequestBodyError::TooLarge) => {
+            AttemptError::Client(ErrorKind::PayloadTooLarge)
         }
-        source = e.source();
-    }
-    if err.is_body_write_aborted() {
-        AttemptError::Upstream(FailureKind::WriteError)
-    } else {
-        AttemptError::Upstream(FailureKind::ReadError)
+        ExchangeError::Body(RequestBodyError::Client(_)) => {
+            AttemptError::Client(ErrorKind::ClientAborted)
+        }
+        ExchangeError::Read(_) | ExchangeError::Closed | ExchangeError::Invalid => {
+            AttemptError::Upstream(FailureKind::ReadError)
+        }
     }
 }
 
@@ -446,7 +427,7 @@ async fn attempt(
     host: Option<&HeaderValue>,
     tls: Option<&Arc<UpstreamTls>>,
     timeouts: Timeouts,
-) -> Result<(Response<Incoming>, Lease), AttemptError> {
+) -> Result<UpstreamResponse, AttemptError> {
     let endpoint = endpoint(out, chosen_addr, host, tls);
     let mut conn = pool
         .get(&endpoint, timeouts.connect)
@@ -469,56 +450,68 @@ async fn attempt(
         }
         UpstreamBody::Full(_) => None,
     };
-    let mut request = build_request(out, body, host);
+    let host = if out.preserved_host.is_some() {
+        out.preserved_host.as_ref()
+    } else {
+        host
+    };
+    let parts = RequestParts {
+        line: &out.request_line,
+        host: host.map(HeaderValue::as_bytes),
+        headers: &out.headers,
+        head_request: out.method == Method::HEAD,
+        chunked: out.chunked,
+    };
     // A pooled connection the peer closed in the meantime fails before anything is
     // written; the request then goes out once more on a fresh connection (this is not
     // a retry: nothing reached the upstream).
     for _ in 0..2 {
         let reused = conn.reused;
-        let send = conn.send(pool, request);
-        tokio::pin!(send);
-        let sent = loop {
-            let deadline = match &progress {
-                Some(p) => p.deadline(timeouts.write, timeouts.read),
-                None => Instant::now() + timeouts.read,
-            };
-            tokio::select! {
-                result = &mut send => break result,
-                _ = tokio::time::sleep_until(deadline) => {
-                    // The deadline may have moved while we slept (more was written).
-                    let current = match &progress {
-                        Some(p) => p.deadline(timeouts.write, timeouts.read),
-                        None => deadline,
-                    };
-                    if Instant::now() >= current {
-                        if progress.as_ref().is_some_and(|p| p.is_waiting_on_client()) {
-                            // The client stopped sending its body: its fault, not the
-                            // upstream's (nothing is reported to passive health).
-                            return Err(AttemptError::Client(ErrorKind::ClientAborted));
+        let sent = {
+            let send = conn.conn.exchange(&parts, &mut body);
+            tokio::pin!(send);
+            loop {
+                let deadline = match &progress {
+                    Some(p) => p.deadline(timeouts.write, timeouts.read),
+                    None => Instant::now() + timeouts.read,
+                };
+                tokio::select! {
+                    result = &mut send => break result,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        // The deadline may have moved while we slept (more was written).
+                        let current = match &progress {
+                            Some(p) => p.deadline(timeouts.write, timeouts.read),
+                            None => deadline,
+                        };
+                        if Instant::now() >= current {
+                            if progress.as_ref().is_some_and(|p| p.is_waiting_on_client()) {
+                                // The client stopped sending its body: its fault, not the
+                                // upstream's (nothing is reported to passive health).
+                                return Err(AttemptError::Client(ErrorKind::ClientAborted));
+                            }
+                            let writing = progress.as_ref().is_some_and(|p| !p.is_done());
+                            return Err(AttemptError::Upstream(if writing {
+                                FailureKind::WriteTimeout
+                            } else {
+                                FailureKind::ReadTimeout
+                            }));
                         }
-                        let writing = progress.as_ref().is_some_and(|p| !p.is_done());
-                        return Err(AttemptError::Upstream(if writing {
-                            FailureKind::WriteTimeout
-                        } else {
-                            FailureKind::ReadTimeout
-                        }));
                     }
                 }
             }
         };
         match sent {
-            Ok(done) => return Ok(done),
-            Err(SendError::NotSent(back)) if reused => {
-                request = *back;
+            Ok(head) => {
+                let lease = Lease::new(pool.clone(), conn.key, conn.conn);
+                return Ok(UpstreamResponse::new(head, lease));
+            }
+            Err(ExchangeError::NotSent) if reused => {
                 conn = pool
                     .connect(&endpoint, timeouts.connect)
                     .await
                     .map_err(connect_failure)?;
             }
-            Err(SendError::NotSent(_)) => {
-                return Err(AttemptError::Upstream(FailureKind::ConnectError));
-            }
-            Err(SendError::Failed(e)) => return Err(classify_send_error(&e)),
+            Err(e) => return Err(exchange_failure(e)),
         }
     }
     Err(AttemptError::Upstream(FailureKind::ConnectError))
@@ -527,7 +520,7 @@ async fn attempt(
 /// The result of one attempt with what is needed to record it.
 struct Settled {
     chosen: Chosen,
-    result: Result<(Response<Incoming>, Lease), AttemptError>,
+    result: Result<UpstreamResponse, AttemptError>,
     in_flight: Option<InFlight>,
     latency: Duration,
     hedge: bool,
@@ -599,8 +592,8 @@ impl Loop<'_, '_> {
             self.report.crossed_tier = true;
         }
         let (outcome, next) = match result {
-            Ok((response, lease)) => {
-                let status = response.status().as_u16();
+            Ok(response) => {
+                let status = response.head.status;
                 if let Some(load) = &chosen.load {
                     // A fast 5xx is a failure, not a fast answer (gray failures must not
                     // attract traffic under the latency balancer).
@@ -614,7 +607,6 @@ impl Loop<'_, '_> {
                     TryOutcome::Status(status),
                     Next::Done(Box::new(Ok(Success {
                         response,
-                        lease,
                         in_flight,
                         upstream_latency: latency,
                     }))),
@@ -804,12 +796,8 @@ pub async fn forward(
                 // A response is final unless the route opted into retrying its status
                 // (`sluice:retry-on`); if that retry is refused, the response stands.
                 let code = match &*result {
-                    Ok(success)
-                        if out
-                            .retry_on_status
-                            .contains(&success.response.status().as_u16()) =>
-                    {
-                        success.response.status().as_u16()
+                    Ok(success) if out.retry_on_status.contains(&success.response.head.status) => {
+                        success.response.head.status
                     }
                     _ => return *result,
                 };

@@ -53,6 +53,10 @@ pub struct GatewayOptions {
     /// Proxies whose forwarding headers are believed (Kong's `trusted_ips`,
     /// `real_ip_header`, `real_ip_recursive`); by default nobody.
     pub trusted_proxies: TrustedProxies,
+    /// Serve simple HTTP/1.1 requests on the fast lane ([`crate::fastlane`]); false
+    /// sends every connection through hyper (for comparison, and as a way out should
+    /// the fast lane ever misbehave). Default true.
+    pub fast_lane: bool,
 }
 
 impl Default for GatewayOptions {
@@ -67,6 +71,7 @@ impl Default for GatewayOptions {
             metrics: None,
             dns_resolvers: Vec::new(),
             trusted_proxies: TrustedProxies::default(),
+            fast_lane: true,
         }
     }
 }
@@ -177,6 +182,7 @@ impl Gateway {
                 .then(|| AccessLog::spawn(tokio::io::stdout())),
             stats: Stats::default(),
             trusted_proxies: options.trusted_proxies.clone(),
+            fast_lane: options.fast_lane,
         });
         let stop_driver = Arc::new(Notify::new());
         let (stop_servers, stop_rx) = watch::channel(false);

@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::wire::{self, RawHeaders};
+
 /// `X-Sluice-Request-Id`: sent upstream and back to the client (Kong: `X-Kong-Request-Id`).
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-sluice-request-id");
 /// Time to the upstream's response header, ms (Kong: `X-Kong-Upstream-Latency`).
@@ -114,6 +116,95 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) 
     }
 }
 
+/// A request's headers as the gateway reads them: hyper's map (requests hyper parsed),
+/// or the raw lines the fast lane parsed. Routing, real-IP and hashing read through this,
+/// so both lanes decide alike.
+#[derive(Debug, Clone, Copy)]
+pub enum HeaderView<'a> {
+    Map(&'a HeaderMap),
+    Raw(&'a RawHeaders),
+}
+
+impl<'a> HeaderView<'a> {
+    /// Every value of `lower` (a lower-case header name), in order.
+    pub fn values(self, lower: &'a str) -> Values<'a> {
+        match self {
+            HeaderView::Map(map) => Values::Map(map.get_all(lower).iter()),
+            HeaderView::Raw(raw) => Values::Raw {
+                raw,
+                next: 0,
+                end: raw.positions.len(),
+                lower: lower.as_bytes(),
+            },
+        }
+    }
+
+    /// The first value of `lower`.
+    pub fn get(self, lower: &'a str) -> Option<&'a [u8]> {
+        self.values(lower).next()
+    }
+}
+
+/// The values of one header in a [`HeaderView`].
+#[derive(Debug)]
+pub enum Values<'a> {
+    Map(http::header::ValueIter<'a, HeaderValue>),
+    Raw {
+        raw: &'a RawHeaders,
+        next: usize,
+        end: usize,
+        lower: &'a [u8],
+    },
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Values::Map(iter) => iter.next().map(HeaderValue::as_bytes),
+            Values::Raw {
+                raw,
+                next,
+                end,
+                lower,
+            } => {
+                while *next < *end {
+                    let pos = raw.positions.get(*next)?;
+                    *next += 1;
+                    if wire::name_is(raw.raw.get(pos.name.clone())?, lower) {
+                        return raw.raw.get(pos.value.clone());
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+impl<'a> DoubleEndedIterator for Values<'a> {
+    fn next_back(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Values::Map(iter) => iter.next_back().map(HeaderValue::as_bytes),
+            Values::Raw {
+                raw,
+                next,
+                end,
+                lower,
+            } => {
+                while *end > *next {
+                    *end -= 1;
+                    let pos = raw.positions.get(*end)?;
+                    if wire::name_is(raw.raw.get(pos.name.clone())?, lower) {
+                        return raw.raw.get(pos.value.clone());
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
 /// Header values that are the same for every request of one client connection,
 /// rendered once when the connection is accepted (not once per request).
 #[derive(Debug, Clone)]
@@ -213,6 +304,147 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
     // The gateway answered any `Expect: 100-continue` itself while reading the body;
     // passing it on would make the upstream wait for a go-ahead nobody sends.
     headers.remove(header::EXPECT);
+}
+
+/// The upstream request's header lines (everything but `Host`, each ending in `\r\n`)
+/// for a request the fast lane parsed: the rewriting of [`prepare_upstream_request`],
+/// done on the raw lines instead of a `HeaderMap` (a differential test keeps the two
+/// in step).
+pub fn write_upstream_headers(out: &mut Vec<u8>, raw: &RawHeaders, facts: &ClientFacts<'_>) {
+    let connection = facts.connection;
+    // Names the client's `Connection` header lists are hop-by-hop for this message.
+    let mut listed: [&[u8]; 8] = [b""; 8];
+    let mut listed_len = 0usize;
+    let mut listed_overflow = false;
+    for value in raw.values(b"connection").filter_map(wire::header_str) {
+        for token in value.split(',') {
+            let token = token.trim();
+            if token.is_empty() {
+                continue;
+            }
+            match listed.get_mut(listed_len) {
+                Some(slot) => {
+                    *slot = token.as_bytes();
+                    listed_len += 1;
+                }
+                None => listed_overflow = true,
+            }
+        }
+    }
+    let is_listed = |name: &[u8]| -> bool {
+        listed
+            .iter()
+            .take(listed_len)
+            .any(|t| name.eq_ignore_ascii_case(t))
+            || (listed_overflow
+                && raw
+                    .values(b"connection")
+                    .filter_map(wire::header_str)
+                    .flat_map(|v| v.split(','))
+                    .any(|t| name.eq_ignore_ascii_case(t.trim().as_bytes())))
+    };
+    let mut forwarded_for: Option<&[u8]> = None;
+    let mut forwarded_for_present = false;
+    let mut via: Option<&[u8]> = None;
+    let (mut has_proto, mut has_host, mut has_port, mut has_path) = (false, false, false, false);
+    for (name, value) in raw.iter() {
+        if wire::is_hop_by_hop(name) || (listed_len > 0 && is_listed(name)) {
+            continue;
+        }
+        let keep = match name.len() {
+            4 if wire::name_is(name, b"host") => false,
+            3 if wire::name_is(name, b"via") => {
+                via.get_or_insert(value);
+                false
+            }
+            6 if wire::name_is(name, b"expect") => false,
+            9 if wire::name_is(name, b"x-real-ip") => false,
+            15 if wire::name_is(name, b"x-forwarded-for") => {
+                forwarded_for_present = true;
+                forwarded_for.get_or_insert(value);
+                false
+            }
+            17 if wire::name_is(name, b"x-forwarded-proto") => {
+                has_proto = true;
+                connection.trusted
+            }
+            16 if wire::name_is(name, b"x-forwarded-host") => {
+                has_host = true;
+                connection.trusted
+            }
+            16 if wire::name_is(name, b"x-forwarded-port") => {
+                has_port = true;
+                connection.trusted
+            }
+            16 if wire::name_is(name, b"x-forwarded-path") => {
+                has_path = true;
+                connection.trusted
+            }
+            18 if wire::name_is(name, b"x-forwarded-prefix") => connection.trusted,
+            19 if wire::name_is(name, REQUEST_ID.as_str().as_bytes()) => false,
+            _ => true,
+        };
+        if keep {
+            line(out, name, value);
+        }
+    }
+    let client_ip = facts.real_client.unwrap_or(&connection.client_ip);
+    // Kong: the client's list plus the peer; without a list, the client address.
+    match forwarded_for.and_then(wire::header_str) {
+        Some(existing) if !existing.is_empty() => {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            out.extend_from_slice(existing.as_bytes());
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(connection.client_ip.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ if forwarded_for_present => {
+            line(out, b"x-forwarded-for", connection.client_ip.as_bytes())
+        }
+        _ => line(out, b"x-forwarded-for", client_ip.as_bytes()),
+    }
+    line(out, b"x-real-ip", client_ip.as_bytes());
+    let trusted = connection.trusted;
+    if !(trusted && has_proto) {
+        line(out, b"x-forwarded-proto", b"http");
+    }
+    if !(trusted && has_host) && HeaderValue::from_str(facts.host).is_ok() {
+        line(out, b"x-forwarded-host", facts.host.as_bytes());
+    }
+    if !(trusted && has_port) {
+        line(
+            out,
+            b"x-forwarded-port",
+            connection.listener_port.as_bytes(),
+        );
+    }
+    if !(trusted && has_path) && HeaderValue::from_str(facts.path).is_ok() {
+        line(out, b"x-forwarded-path", facts.path.as_bytes());
+    }
+    match via.and_then(wire::header_str) {
+        Some(existing) if !existing.is_empty() => {
+            out.extend_from_slice(b"via: ");
+            out.extend_from_slice(existing.as_bytes());
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(VIA_VALUE.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => line(out, b"via", VIA_VALUE.as_bytes()),
+    }
+    line(
+        out,
+        REQUEST_ID.as_str().as_bytes(),
+        facts.request_id.as_bytes(),
+    );
+}
+
+/// Append one `name: value\r\n` header line.
+#[inline]
+pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Rewrite an upstream response's headers for the client.

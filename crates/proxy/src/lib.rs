@@ -13,6 +13,7 @@ pub mod body;
 pub mod dns;
 pub mod driver;
 pub mod error;
+pub mod fastlane;
 pub mod forward;
 pub mod gateway;
 pub mod headers;
@@ -30,7 +31,9 @@ pub mod runtime;
 pub mod server;
 pub mod tls;
 pub mod tunnel;
+pub mod upstream;
 pub mod warm;
+pub mod wire;
 
 pub use error::{ErrorKind, ProxyError};
 pub use gateway::{Gateway, GatewayError, GatewayOptions, ServerCounters};

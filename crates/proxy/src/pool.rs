@@ -7,10 +7,10 @@
 //! are per phase (connect, then write, then read). The legacy client hides the connect
 //! behind its pool (a connect error and a stale pooled connection look alike to the
 //! caller) and takes one connect timeout per client. Owning the connection step with
-//! `hyper::client::conn::http1` keeps each phase visible, and the pool itself is small:
-//! a map from address to idle senders, touched only for a push or a pop under a
+//! [`crate::upstream`] keeps each phase visible, and the pool itself is small: a map from
+//! address to idle connections, touched only for a push or a pop under a
 //! `std::sync::Mutex` that is never held across an await. HTTP/2 upstreams fit the same
-//! shape later (another `Sender` variant).
+//! shape later (another connection variant).
 //!
 //! TLS: a connection is pooled under its address *and* its TLS identity (the settings'
 //! [`UpstreamTls::id`] and the server name presented), as Kong's pool key is
@@ -25,16 +25,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::UpstreamBody;
 use crate::tls::UpstreamTls;
+use crate::upstream::{Stream, UpstreamConn};
 
 /// What pooled connections are interchangeable under: the address, and for TLS the
 /// settings and the server name the handshake presented.
@@ -109,18 +105,25 @@ pub enum ConnectError {
     Handshake,
 }
 
-/// A ready-to-use sender for one request.
+/// A connection ready for one exchange.
 pub struct Conn {
-    sender: http1::SendRequest<UpstreamBody>,
-    key: PoolKey,
+    pub conn: UpstreamConn,
+    pub key: PoolKey,
     /// True when the connection came from the pool (it may have been closed by the peer
     /// just now; a failure before anything was written is then retried on a fresh one).
     pub reused: bool,
 }
 
 struct Idle {
-    sender: http1::SendRequest<UpstreamBody>,
+    conn: UpstreamConn,
     since: Instant,
+}
+
+impl Idle {
+    /// Still usable at `now`: not closed by the peer and not idle too long.
+    fn usable(&mut self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && !self.conn.is_closed()
+    }
 }
 
 /// Pool keys above which a check-in first sweeps out stale connections and empty keys.
@@ -139,9 +142,7 @@ pub struct Pool {
 /// Drops the stale connections of every key, and the keys left empty.
 fn sweep(idle: &mut HashMap<PoolKey, Vec<Idle>>, now: Instant) {
     idle.retain(|_, list| {
-        list.retain(|e| {
-            !e.sender.is_closed() && now.saturating_duration_since(e.since) < IDLE_TIMEOUT
-        });
+        list.retain_mut(|e| e.usable(now));
         !list.is_empty()
     });
 }
@@ -158,7 +159,7 @@ impl Pool {
     }
 
     /// A live idle connection for `key`, if the pool has one.
-    fn checkout(&self, key: &PoolKey) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn checkout(&self, key: &PoolKey) -> Option<UpstreamConn> {
         let now = Instant::now();
         let mut idle = self
             .idle
@@ -168,13 +169,9 @@ impl Pool {
         // Newest first: the most recently used connection is the least likely to have
         // been closed by the peer's idle timer.
         let mut found = None;
-        while let Some(entry) = list.pop() {
-            // Not `is_ready()`: a connection checked in the instant its response ended
-            // may not have flipped to ready yet; `Conn::send` awaits readiness anyway.
-            if !entry.sender.is_closed()
-                && now.saturating_duration_since(entry.since) < IDLE_TIMEOUT
-            {
-                found = Some(entry.sender);
+        while let Some(mut entry) = list.pop() {
+            if entry.usable(now) {
+                found = Some(entry.conn);
                 break;
             }
         }
@@ -190,9 +187,9 @@ impl Pool {
         endpoint: &Endpoint,
         connect_timeout: Duration,
     ) -> Result<Conn, ConnectError> {
-        if let Some(sender) = self.checkout(&endpoint.key) {
+        if let Some(conn) = self.checkout(&endpoint.key) {
             return Ok(Conn {
-                sender,
+                conn,
                 key: endpoint.key.clone(),
                 reused: true,
             });
@@ -232,14 +229,14 @@ impl Pool {
                         tracing::warn!(%error, %addr, "TLS handshake with upstream failed");
                         ConnectError::Handshake
                     })?;
-                    http1_handshake(stream).await
+                    Ok(Stream::Tls(Box::new(stream)))
                 }
-                _ => http1_handshake(stream).await,
+                _ => Ok(Stream::Plain(stream)),
             }
         };
         match tokio::time::timeout(connect_timeout, connect).await {
-            Ok(Ok(sender)) => Ok(Conn {
-                sender,
+            Ok(Ok(stream)) => Ok(Conn {
+                conn: UpstreamConn::new(stream),
                 key: endpoint.key.clone(),
                 reused: false,
             }),
@@ -249,8 +246,8 @@ impl Pool {
     }
 
     /// Return a connection whose previous exchange completed cleanly.
-    fn checkin(&self, key: PoolKey, sender: http1::SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
+    pub(crate) fn checkin(&self, key: PoolKey, mut conn: UpstreamConn) {
+        if conn.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -266,11 +263,11 @@ impl Pool {
             }
         }
         let list = idle.entry(key).or_default();
-        list.retain(|e| {
-            !e.sender.is_closed() && now.saturating_duration_since(e.since) < IDLE_TIMEOUT
-        });
+        if list.len() >= MAX_IDLE_PER_ADDRESS {
+            list.retain_mut(|e| e.usable(now));
+        }
         if list.len() < MAX_IDLE_PER_ADDRESS {
-            list.push(Idle { sender, since: now });
+            list.push(Idle { conn, since: now });
         }
     }
 
@@ -289,7 +286,7 @@ impl Pool {
         }
         match self.connect(endpoint, connect_timeout).await {
             Ok(conn) => {
-                self.checkin(conn.key, conn.sender);
+                self.checkin(conn.key, conn.conn);
                 true
             }
             Err(_) => false,
@@ -300,14 +297,14 @@ impl Pool {
     /// `horizon`.
     fn has_idle_fresh_until(&self, key: &PoolKey, horizon: Duration) -> bool {
         let now = Instant::now();
-        let idle = self
+        let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.get(key).is_some_and(|list| {
-            list.iter().any(|e| {
-                !e.sender.is_closed()
-                    && now.saturating_duration_since(e.since) + horizon < IDLE_TIMEOUT
+        idle.get_mut(key).is_some_and(|list| {
+            list.iter_mut().any(|e| {
+                now.saturating_duration_since(e.since) + horizon < IDLE_TIMEOUT
+                    && !e.conn.is_closed()
             })
         })
     }
@@ -325,103 +322,21 @@ impl Pool {
     }
 }
 
-/// HTTP/1.1 over an established stream (plain TCP or TLS); the connection task runs on
-/// its own.
-async fn http1_handshake<IO>(io: IO) -> Result<http1::SendRequest<UpstreamBody>, ConnectError>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = http1::Builder::new()
-        .handshake::<_, UpstreamBody>(TokioIo::new(io))
-        .await
-        .map_err(|_| ConnectError::Failed)?;
-    tokio::spawn(async move {
-        // The connection task ends when the peer closes or the sender is dropped; its
-        // error is reported to the request that was using it. `with_upgrades`: after a
-        // `101` the stream (plain or TLS) is handed to the tunnel (WebSocket) instead of
-        // being closed.
-        let _ = connection.with_upgrades().await;
-    });
-    Ok(sender)
-}
-
-/// Outcome of sending one request on a connection.
-pub enum SendError {
-    /// Nothing was written: the connection was already closed. The request comes back
-    /// so it can go out on a fresh connection.
-    NotSent(Box<Request<UpstreamBody>>),
-    /// The exchange failed after (part of) the request was written.
-    Failed(hyper::Error),
-}
-
-/// A connection that is waiting for its exchange to finish so it can go back to the pool.
-pub struct Lease {
-    pool: Arc<Pool>,
-    key: PoolKey,
-    sender: Option<http1::SendRequest<UpstreamBody>>,
-}
-
-impl Lease {
-    /// The response body was read to its end: the connection can carry another request.
-    pub fn release(self) {
-        let Lease { pool, key, sender } = self;
-        if let Some(sender) = sender {
-            pool.checkin(key, sender);
-        }
-    }
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease").field("key", &self.key).finish()
-    }
-}
-
-impl Conn {
-    /// Send the request; resolves at the response header.
-    pub async fn send(
-        mut self,
-        pool: &Arc<Pool>,
-        request: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
-        if self.sender.ready().await.is_err() {
-            return Err(SendError::NotSent(Box::new(request)));
-        }
-        match self.sender.try_send_request(request).await {
-            Ok(response) => Ok((
-                response,
-                Lease {
-                    pool: pool.clone(),
-                    key: self.key,
-                    sender: Some(self.sender),
-                },
-            )),
-            Err(mut err) => match err.take_message() {
-                Some(request) => Err(SendError::NotSent(Box::new(request))),
-                None => Err(SendError::Failed(err.into_error())),
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A sender on an in-memory stream nobody answers: enough to be pooled.
-    async fn sender() -> (
-        http1::SendRequest<UpstreamBody>,
-        tokio::task::JoinHandle<()>,
-        tokio::io::DuplexStream,
-    ) {
-        let (ours, theirs) = tokio::io::duplex(1024);
-        let (sender, connection) = http1::handshake::<_, UpstreamBody>(TokioIo::new(ours))
+    /// A connection to a loopback listener that accepts and stays silent: enough to be
+    /// pooled.
+    async fn sender() -> (UpstreamConn, tokio::net::TcpListener, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("handshake over a duplex stream");
-        let task = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        (sender, task, theirs)
+            .expect("bind");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (theirs, _) = listener.accept().await.expect("accept");
+        (UpstreamConn::new(Stream::Plain(ours)), listener, theirs)
     }
 
     #[tokio::test]

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header,
+};
 use hyper::body::Incoming;
 use sluice_core::topology::HashOn;
 use tokio::time::Instant;
@@ -24,7 +26,7 @@ use crate::driver::Core;
 use crate::error::{ErrorKind, error_body, error_content_type};
 use crate::forward::{self, Context, InFlight, Outgoing, OutgoingBody, Report};
 use crate::headers::{
-    self, ClientFacts, PROXY_LATENCY, REQUEST_ID, RESPONSE_LATENCY, UPSTREAM_LATENCY,
+    self, ClientFacts, HeaderView, PROXY_LATENCY, REQUEST_ID, RESPONSE_LATENCY, UPSTREAM_LATENCY,
 };
 use crate::ids;
 use crate::pool::Pool;
@@ -33,6 +35,7 @@ use crate::record::{RequestRecord, ResponseSource, RouteRef, ServiceRef};
 use crate::router::{RequestFacts, RouteMatch, upstream_path};
 use crate::runtime::{Runtime, ServiceTarget, UpstreamRuntime};
 use crate::tunnel;
+use crate::wire::Rewind;
 
 /// Counters for `GET /status` (Kong's `server` object).
 #[derive(Debug, Default)]
@@ -60,6 +63,8 @@ pub struct Shared {
     pub access_log: Option<AccessLog>,
     pub stats: Stats,
     pub trusted_proxies: TrustedProxies,
+    /// Simple HTTP/1.1 requests take the fast lane ([`crate::fastlane`]).
+    pub fast_lane: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -93,7 +98,7 @@ impl ConnInfo {
 }
 
 /// Finishes the record when the response body ends.
-struct Completion {
+pub(crate) struct Completion {
     shared: Arc<Shared>,
     record: RequestRecord,
     started: Instant,
@@ -101,14 +106,30 @@ struct Completion {
     _in_flight: Option<InFlight>,
 }
 
-impl Finish for Completion {
-    fn finish(self: Box<Self>, bytes_out: u64, _clean: bool) {
+impl Completion {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        record: RequestRecord,
+        started: Instant,
+        in_flight: Option<InFlight>,
+    ) -> Self {
+        Completion {
+            shared,
+            record,
+            started,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// The response ended after `bytes_out` body bytes: release the address's load and
+    /// record the request (metrics, access log).
+    pub(crate) fn finish_now(self, bytes_out: u64, _clean: bool) {
         let Completion {
             shared,
             mut record,
             started,
             _in_flight,
-        } = *self;
+        } = self;
         drop(_in_flight);
         record.bytes_out = bytes_out;
         record.request_latency = started.elapsed();
@@ -119,6 +140,12 @@ impl Finish for Completion {
         if let Some(log) = &shared.access_log {
             log.log(record);
         }
+    }
+}
+
+impl Finish for Completion {
+    fn finish(self: Box<Self>, bytes_out: u64, clean: bool) {
+        self.finish_now(bytes_out, clean);
     }
 }
 
@@ -155,7 +182,7 @@ fn gateway_response(
     response
 }
 
-fn new_record(request_id: u128, method: &http::Method) -> RequestRecord {
+pub(crate) fn new_record(request_id: u128, method: &http::Method) -> RequestRecord {
     RequestRecord {
         request_id,
         method: method.clone(),
@@ -179,7 +206,7 @@ fn new_record(request_id: u128, method: &http::Method) -> RequestRecord {
     }
 }
 
-fn apply_report(record: &mut RequestRecord, report: Report) {
+pub(crate) fn apply_report(record: &mut RequestRecord, report: Report) {
     record.tries = report.tries;
     record.crossed_region = report.crossed_region;
     record.crossed_tier = report.crossed_tier;
@@ -190,11 +217,12 @@ fn apply_report(record: &mut RequestRecord, report: Report) {
 
 /// Compute the consistent-hashing key of a request (Kong's `hash_on`, then
 /// `hash_fallback` when the first source is absent).
-fn hash_key(
+pub(crate) fn hash_key(
     up: &UpstreamRuntime,
     client: std::net::IpAddr,
-    headers: &HeaderMap,
-    uri: &Uri,
+    headers: HeaderView<'_>,
+    path: &str,
+    query: Option<&str>,
     matched: &RouteMatch<'_>,
 ) -> Option<u64> {
     if !up.consistent_hashing {
@@ -208,18 +236,10 @@ fn hash_key(
                 std::net::IpAddr::V4(v4) => h(&v4.octets()),
                 std::net::IpAddr::V6(v6) => h(&v6.octets()),
             }),
-            HashOn::Header(name) => headers.get(name.as_str()).map(|v| h(v.as_bytes())),
-            HashOn::Cookie { name, .. } => headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| h(v.as_bytes())),
-            HashOn::Path => Some(h(uri.path().as_bytes())),
-            HashOn::QueryArg(name) => uri
-                .query()
+            HashOn::Header(name) => headers.get(name.as_str()).map(h),
+            HashOn::Cookie { name, .. } => cookie(headers, name).map(|v| h(v.as_bytes())),
+            HashOn::Path => Some(h(path.as_bytes())),
+            HashOn::QueryArg(name) => query
                 .into_iter()
                 .flat_map(|q| q.split('&'))
                 .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
@@ -235,24 +255,28 @@ fn hash_key(
     from(&up.hash_on).or_else(|| from(&up.hash_fallback))
 }
 
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: HeaderView<'a>, name: &str) -> Option<&'a str> {
+    headers
+        .values("cookie")
+        .filter_map(crate::wire::header_str)
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// Kong's sticky cookie: with `hash_on: cookie` and no cookie on the request, Kong makes
 /// up a value, hashes on it and sets the cookie on the response so the client sticks to
 /// the address from its next request on. Returns the key hash and the `Set-Cookie`.
-fn new_sticky_cookie(up: &UpstreamRuntime, headers: &HeaderMap) -> Option<(u64, HeaderValue)> {
+pub(crate) fn new_sticky_cookie(
+    up: &UpstreamRuntime,
+    headers: HeaderView<'_>,
+) -> Option<(u64, HeaderValue)> {
     let HashOn::Cookie { name, path } = &up.hash_on else {
         return None;
     };
-    if !up.consistent_hashing {
-        return None;
-    }
-    let present = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(k, _)| k == name);
-    if present {
+    if !up.consistent_hashing || cookie(headers, name).is_some() {
         return None;
     }
     let value = ids::request_id_header(ids::new_request_id());
@@ -262,6 +286,43 @@ fn new_sticky_cookie(up: &UpstreamRuntime, headers: &HeaderMap) -> Option<(u64, 
         sluice_core::balance::hash::hash_key(value.as_bytes()),
         header,
     ))
+}
+
+/// Serve a client connection with hyper (HTTP/1.1 with upgrades, or h2c), `already_read`
+/// replayed first: every connection when the fast lane is off, and those the fast lane
+/// handed over. Ends early, gracefully (HTTP/1.1: after the current response; h2:
+/// GOAWAY), when `drain` turns true.
+pub(crate) async fn serve_hyper(
+    stream: tokio::net::TcpStream,
+    already_read: Bytes,
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    let remote = info.remote;
+    let handler_shared = shared.clone();
+    let service = hyper::service::service_fn(move |request| {
+        handle(handler_shared.clone(), info.clone(), request)
+    });
+    let io = hyper_util::rt::TokioIo::new(Rewind::new(already_read, stream));
+    let connection = crate::server::hyper_builder().serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let drained = async move {
+        // A `Ref` must not live across an await: only whether the wait ended is kept.
+        let _ = drain.wait_for(|draining| *draining).await.is_ok();
+    };
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = drained => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    // Client-side protocol errors (garbage, resets) end the connection; hyper has
+    // already answered what it could (400/431). Nothing to do but note it.
+    if let Err(e) = result {
+        tracing::debug!(%remote, error = %e, "client connection ended with an error");
+    }
 }
 
 /// Handle one client request.
@@ -287,7 +348,7 @@ pub async fn handle(
     let client_ip = if conn.headers.trusted {
         shared
             .trusted_proxies
-            .client_of(conn.remote.ip(), &parts.headers)
+            .client_of(conn.remote.ip(), HeaderView::Map(&parts.headers))
     } else {
         conn.remote.ip()
     };
@@ -302,7 +363,7 @@ pub async fn handle(
         method: &parts.method,
         host: host_value,
         path,
-        headers: &parts.headers,
+        headers: HeaderView::Map(&parts.headers),
     }) else {
         return Ok(gateway_response(
             &shared,
@@ -366,6 +427,8 @@ pub async fn handle(
         target.push('?');
         target.push_str(query);
     }
+    // The target is checked as a URI (a configured `path` could make it invalid) and
+    // written into the request line.
     let Ok(uri) = Uri::try_from(target) else {
         return Ok(gateway_response(
             &shared,
@@ -377,12 +440,19 @@ pub async fn handle(
     };
     let sticky = upstream_rt
         .as_deref()
-        .and_then(|up| new_sticky_cookie(up, &parts.headers));
+        .and_then(|up| new_sticky_cookie(up, HeaderView::Map(&parts.headers)));
     let hash = match &sticky {
         Some((key, _)) => Some(*key),
-        None => upstream_rt
-            .as_deref()
-            .and_then(|up| hash_key(up, client_ip, &parts.headers, &parts.uri, &matched)),
+        None => upstream_rt.as_deref().and_then(|up| {
+            hash_key(
+                up,
+                client_ip,
+                HeaderView::Map(&parts.headers),
+                parts.uri.path(),
+                parts.uri.query(),
+                &matched,
+            )
+        }),
     };
     let hedge_after = info.hedge_after;
     let retry_on_status = info.retry_on_status.clone();
@@ -452,6 +522,8 @@ pub async fn handle(
     } else {
         None
     };
+    let client_framed_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts.headers.contains_key(header::CONTENT_LENGTH);
     let mut headers = parts.headers;
     // A clone of the `Host` value (a reference count, not a copy) so the forwarded host
     // can borrow from it while the headers are rewritten.
@@ -479,10 +551,13 @@ pub async fn handle(
     if let Some((protocol, _)) = &upgrade {
         tunnel::restore_upgrade_headers(&mut headers, protocol);
     }
+    let (request_line, header_block, chunked) =
+        wire_request(&parts.method, &uri, &headers, &body, client_framed_body);
     let outgoing = Outgoing {
         method: parts.method,
-        uri,
-        headers,
+        request_line,
+        headers: header_block,
+        chunked,
         preserved_host,
         body,
         hash_key: hash,
@@ -517,7 +592,17 @@ pub async fn handle(
             ))
         }
         Ok(mut success) => {
-            let switching = success.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let status = success.response.head.status;
+            let switching = status == StatusCode::SWITCHING_PROTOCOLS.as_u16();
+            let Ok(status_code) = StatusCode::from_u16(status) else {
+                return Ok(gateway_response(
+                    &shared,
+                    ErrorKind::UpstreamInvalidResponse,
+                    &request_id,
+                    started,
+                    record,
+                ));
+            };
             if switching {
                 let Some((_, client_side)) = upgrade else {
                     // A 101 nobody asked for cannot be relayed: the client would not
@@ -530,34 +615,39 @@ pub async fn handle(
                         record,
                     ));
                 };
-                let upstream_side = hyper::upgrade::on(&mut success.response);
-                tokio::spawn(tunnel::run(
-                    client_side,
-                    upstream_side,
-                    service.read_timeout,
-                    success.in_flight.take(),
-                ));
+                if let Some(lease) = success.response.body.take_lease() {
+                    let (stream, already_read) = lease.into_parts();
+                    tokio::spawn(tunnel::run(
+                        client_side,
+                        Rewind::new(already_read, stream),
+                        service.read_timeout,
+                        success.in_flight.take(),
+                    ));
+                }
             }
-            let upgrade_protocol = success.response.headers().get(header::UPGRADE).cloned();
-            let (mut parts, incoming) = success.response.into_parts();
-            headers::prepare_client_response(&mut parts.headers);
+            let head = &success.response.head;
+            let mut response_headers = HeaderMap::with_capacity(head.headers.positions.len() + 6);
+            for (name, value) in head.iter() {
+                if let (Ok(name), Ok(value)) =
+                    (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+                {
+                    response_headers.append(name, value);
+                }
+            }
+            let upgrade_protocol = response_headers.get(header::UPGRADE).cloned();
+            headers::prepare_client_response(&mut response_headers);
             if let (true, Some(protocol)) = (switching, &upgrade_protocol) {
-                tunnel::restore_upgrade_headers(&mut parts.headers, protocol);
+                tunnel::restore_upgrade_headers(&mut response_headers, protocol);
             }
-            parts.version = Version::HTTP_11;
             let upstream_latency = success.upstream_latency;
             let proxy_latency = started.elapsed().saturating_sub(upstream_latency);
-            parts
-                .headers
-                .insert(UPSTREAM_LATENCY.clone(), millis_header(upstream_latency));
-            parts
-                .headers
-                .insert(PROXY_LATENCY.clone(), millis_header(proxy_latency));
-            parts.headers.insert(REQUEST_ID.clone(), request_id);
+            response_headers.insert(UPSTREAM_LATENCY.clone(), millis_header(upstream_latency));
+            response_headers.insert(PROXY_LATENCY.clone(), millis_header(proxy_latency));
+            response_headers.insert(REQUEST_ID.clone(), request_id);
             if let Some((_, cookie)) = sticky {
-                parts.headers.append(header::SET_COOKIE, cookie);
+                response_headers.append(header::SET_COOKIE, cookie);
             }
-            record.status = parts.status.as_u16();
+            record.status = status;
             record.source = ResponseSource::Upstream;
             record.upstream_latency = Some(upstream_latency);
             let completion = Box::new(Completion {
@@ -570,19 +660,66 @@ pub async fn handle(
                 // The connection now belongs to the tunnel (which holds the address's
                 // load until it closes): it must not go back to the pool, and the record
                 // ends with the 101.
-                drop((incoming, success.lease));
                 ClientBody::full(Bytes::new(), Some(completion))
             } else {
                 ClientBody::upstream(
-                    incoming,
-                    success.lease,
+                    success.response.body,
                     service.read_timeout,
                     Some(completion),
                 )
             };
-            Ok(Response::from_parts(parts, body))
+            let mut response = Response::new(body);
+            *response.status_mut() = status_code;
+            *response.version_mut() = Version::HTTP_11;
+            *response.headers_mut() = response_headers;
+            Ok(response)
         }
     }
+}
+
+/// The upstream request in wire form: request line, header lines (with the body's
+/// framing), and whether a streamed body goes out chunked.
+///
+/// Framing: a client `Content-Length` is kept as is (the body read, or streamed, is
+/// exactly that long). A buffered body without one (the client sent it chunked, or
+/// over HTTP/2) gets its length; an empty body gets `Content-Length: 0` when the client
+/// framed one or the method carries a body by convention. A streamed body of unknown
+/// length goes out chunked.
+fn wire_request(
+    method: &http::Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &OutgoingBody,
+    client_framed_body: bool,
+) -> (Bytes, Bytes, bool) {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut line = Vec::with_capacity(method.as_str().len() + target.len() + 11);
+    line.extend_from_slice(method.as_str().as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(target.as_bytes());
+    line.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut block = Vec::with_capacity(headers.len() * 48 + 32);
+    for (name, value) in headers {
+        block.extend_from_slice(name.as_str().as_bytes());
+        block.extend_from_slice(b": ");
+        block.extend_from_slice(value.as_bytes());
+        block.extend_from_slice(b"\r\n");
+    }
+    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    let chunked = match body {
+        OutgoingBody::Replayable(bytes) => {
+            let body_method = matches!(
+                *method,
+                http::Method::POST | http::Method::PUT | http::Method::PATCH
+            );
+            if !has_length && (!bytes.is_empty() || client_framed_body || body_method) {
+                block.extend_from_slice(format!("content-length: {}\r\n", bytes.len()).as_bytes());
+            }
+            false
+        }
+        OutgoingBody::Streaming(_) => !has_length,
+    };
+    (Bytes::from(line), Bytes::from(block), chunked)
 }
 
 /// A route that only accepts HTTPS: Kong answers 426, or redirects when the route's

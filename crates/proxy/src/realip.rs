@@ -16,7 +16,9 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
+
+use crate::headers::HeaderView;
 
 /// One `trusted_ips` entry: an address block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,17 +116,16 @@ impl TrustedProxies {
     /// The client address of a request that arrived from the trusted `peer`: from the
     /// real-IP header when it holds a usable address, else `peer` (nginx keeps the
     /// connection's address when the header is absent or unparsable).
-    pub fn client_of(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub fn client_of(&self, peer: IpAddr, headers: HeaderView<'_>) -> IpAddr {
         let mut found = None;
         let mut all_trusted_leftmost = None;
         // Entries right to left over every instance of the header (later instances are
         // further right, as if the headers were joined with ", ").
-        let values: Vec<&str> = headers
-            .get_all(&self.header)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        'scan: for value in values.iter().rev() {
+        let values = headers
+            .values(self.header.as_str())
+            .rev()
+            .filter_map(crate::wire::header_str);
+        'scan: for value in values {
             for entry in value.rsplit(',') {
                 let Some(ip) = parse_entry(entry) else {
                     // nginx stops at an entry it cannot parse and keeps what it had.
@@ -162,6 +163,7 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use http::HeaderValue;
 
     fn ip(s: &str) -> IpAddr {
@@ -223,14 +225,20 @@ mod tests {
     fn x_real_ip_names_the_client() {
         let p = proxies(&["10.0.0.0/8"], "x-real-ip", false);
         let h = headers(&[("x-real-ip", "203.0.113.9")]);
-        assert_eq!(p.client_of(ip("10.0.0.1"), &h), ip("203.0.113.9"));
         assert_eq!(
-            p.client_of(ip("10.0.0.1"), &HeaderMap::new()),
+            p.client_of(ip("10.0.0.1"), HeaderView::Map(&h)),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            p.client_of(ip("10.0.0.1"), HeaderView::Map(&HeaderMap::new())),
             ip("10.0.0.1"),
             "no header: the peer stays the client"
         );
         let garbage = headers(&[("x-real-ip", "not-an-ip")]);
-        assert_eq!(p.client_of(ip("10.0.0.1"), &garbage), ip("10.0.0.1"));
+        assert_eq!(
+            p.client_of(ip("10.0.0.1"), HeaderView::Map(&garbage)),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
@@ -240,18 +248,24 @@ mod tests {
             ("x-forwarded-for", "10.0.0.5"),
         ]);
         let plain = proxies(&["10.0.0.0/8"], "x-forwarded-for", false);
-        assert_eq!(plain.client_of(ip("10.0.0.1"), &h), ip("10.0.0.5"));
+        assert_eq!(
+            plain.client_of(ip("10.0.0.1"), HeaderView::Map(&h)),
+            ip("10.0.0.5")
+        );
         let recursive = proxies(&["10.0.0.0/8"], "x-forwarded-for", true);
-        assert_eq!(recursive.client_of(ip("10.0.0.1"), &h), ip("203.0.113.9"));
+        assert_eq!(
+            recursive.client_of(ip("10.0.0.1"), HeaderView::Map(&h)),
+            ip("203.0.113.9")
+        );
         let all_trusted = headers(&[("x-forwarded-for", "10.0.0.7, 10.0.0.5")]);
         assert_eq!(
-            recursive.client_of(ip("10.0.0.1"), &all_trusted),
+            recursive.client_of(ip("10.0.0.1"), HeaderView::Map(&all_trusted)),
             ip("10.0.0.7"),
             "every entry trusted: the leftmost"
         );
         let with_ports = headers(&[("x-forwarded-for", "[2001:db8::9]:443, 203.0.113.9:5555")]);
         assert_eq!(
-            plain.client_of(ip("10.0.0.1"), &with_ports),
+            plain.client_of(ip("10.0.0.1"), HeaderView::Map(&with_ports)),
             ip("203.0.113.9")
         );
     }

@@ -30,12 +30,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::Method;
 use regex::{Regex, RegexSet};
 use sluice_config::model::{
     Config, HeaderValueMatch, HostMatch, PathMatch, Protocol, Route, Service,
 };
 
+use crate::headers::HeaderView;
 use crate::record::{RouteRef, ServiceRef};
 
 /// A regex or configuration problem found while compiling routes.
@@ -309,7 +310,7 @@ pub struct RequestFacts<'a> {
     /// `Host` header (or `:authority`) as sent, possibly with a port.
     pub host: &'a str,
     pub path: &'a str,
-    pub headers: &'a HeaderMap,
+    pub headers: HeaderView<'a>,
 }
 
 /// Compiled routes of one configuration generation.
@@ -696,9 +697,9 @@ fn host_matches(pattern: &HostMatch, host: &str) -> bool {
     }
 }
 
-fn header_matches(matcher: &HeaderMatcher, headers: &HeaderMap) -> bool {
-    headers.get_all(&matcher.name).iter().any(|value| {
-        let Ok(value) = value.to_str() else {
+fn header_matches(matcher: &HeaderMatcher, headers: HeaderView<'_>) -> bool {
+    headers.values(matcher.name.as_str()).any(|value| {
+        let Some(value) = crate::wire::header_str(value) else {
             return false;
         };
         matcher.values.iter().any(|expected| match expected {
@@ -750,6 +751,7 @@ pub fn upstream_path(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use std::time::Duration;
 
     fn route(name: &str) -> Route {
@@ -830,7 +832,7 @@ mod tests {
                 method: &method,
                 host,
                 path,
-                headers: &map,
+                headers: HeaderView::Map(&map),
             })
             .map(|m| m.info.route.label.to_string())
     }
@@ -1047,7 +1049,7 @@ mod tests {
             if let Ok(v) = http::HeaderValue::from_str(&value) {
                 headers.insert("x-v", v);
             }
-            if let Some(m) = router.find(RequestFacts { method: &Method::GET, host: &host, path: &path, headers: &headers }) {
+            if let Some(m) = router.find(RequestFacts { method: &Method::GET, host: &host, path: &path, headers: HeaderView::Map(&headers) }) {
                 proptest::prop_assert!(m.matched_len <= path.len());
             }
         }
@@ -1100,7 +1102,7 @@ mod tests {
                 method: &method,
                 host: "x",
                 path: "/users/42/orders/9",
-                headers: &headers,
+                headers: HeaderView::Map(&headers),
             })
             .unwrap();
         assert_eq!(m.matched_len, "/users/42/orders".len());
@@ -1130,7 +1132,7 @@ mod tests {
                 method: &Method::GET,
                 host: "x",
                 path: "/",
-                headers: &headers,
+                headers: HeaderView::Map(&headers),
             })
             .unwrap();
         assert_eq!(m.info.https_redirect, Some(426));

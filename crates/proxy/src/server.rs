@@ -1,23 +1,25 @@
-//! Client-facing listeners: accept loop, HTTP/1.1 and h2c on the same port (hyper-util
-//! `auto`), keep-alive, `TCP_NODELAY`, graceful shutdown.
+//! Client-facing listeners: accept loop, HTTP/1.1 and h2c on the same port, keep-alive,
+//! `TCP_NODELAY`, graceful shutdown.
 //!
-//! One task per connection; the handler holds no lock across an await. Shutdown stops
+//! One task per connection; the handler holds no lock across an await. A connection
+//! starts on the HTTP/1.1 fast lane ([`crate::fastlane`]) and moves to hyper-util's
+//! `auto` server (HTTP/1.1 and h2c) at the first request the fast lane does not take. Shutdown stops
 //! accepting at once, asks every connection to finish (HTTP/1.1: close after the
 //! current response; h2: GOAWAY), and waits for in-flight requests up to a bound, after
 //! which the remaining connections are dropped.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::fastlane;
 use crate::proxy::{self, ConnInfo, Shared};
 
 /// Longest time a client may take to send a request head (nginx's
@@ -30,6 +32,22 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// that, and larger heads get 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// The hyper server settings every hyper-served connection uses.
+pub(crate) fn hyper_builder() -> &'static auto::Builder<TokioExecutor> {
+    static BUILDER: OnceLock<auto::Builder<TokioExecutor>> = OnceLock::new();
+    BUILDER.get_or_init(|| {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES);
+        builder.http2().timer(TokioTimer::new());
+        builder
+    })
+}
+
 /// Serve `listener` until `shutdown` turns true, then drain for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -40,16 +58,9 @@ pub async fn serve(
     let Ok(local) = listener.local_addr() else {
         return;
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver: the signal to finish, and (when all are
+    // dropped) the sign that every connection is done.
+    let (drain_tx, drain_rx) = watch::channel(false);
 
     loop {
         tokio::select! {
@@ -69,13 +80,15 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                spawn_connection(&builder, &graceful, &shared, stream, remote, local);
+                spawn_connection(&shared, stream, remote, local, drain_rx.clone());
             }
         }
     }
     drop(listener);
+    let _ = drain_tx.send(true);
+    drop(drain_rx);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = drain_tx.closed() => {}
         _ = tokio::time::sleep(grace) => {
             tracing::warn!(?grace, "shutdown grace period over; dropping remaining connections");
         }
@@ -83,12 +96,11 @@ pub async fn serve(
 }
 
 fn spawn_connection(
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
     shared: &Arc<Shared>,
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
     local: SocketAddr,
+    drain: watch::Receiver<bool>,
 ) {
     let info = ConnInfo::new(remote, local, &shared.trusted_proxies);
     let stats = shared.clone();
@@ -101,18 +113,12 @@ fn spawn_connection(
         .connections_active
         .fetch_add(1, Ordering::Relaxed);
     shared.core.metrics.on_connection_opened();
-    let handler_shared = shared.clone();
-    let service =
-        service_fn(move |request| proxy::handle(handler_shared.clone(), info.clone(), request));
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .into_owned();
-    let watched = graceful.watch(connection);
+    let shared = shared.clone();
     tokio::spawn(async move {
-        // Client-side protocol errors (garbage, resets) end the connection; hyper has
-        // already answered what it could (400/431). Nothing to do but count it.
-        if let Err(e) = watched.await {
-            tracing::debug!(%remote, error = %e, "client connection ended with an error");
+        if shared.fast_lane {
+            fastlane::serve(stream, shared, info, drain).await;
+        } else {
+            proxy::serve_hyper(stream, Bytes::new(), shared, info, drain).await;
         }
         stats
             .stats

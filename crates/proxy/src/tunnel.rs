@@ -57,17 +57,20 @@ pub fn restore_upgrade_headers(headers: &mut HeaderMap, protocol: &HeaderValue) 
     headers.insert(header::UPGRADE, protocol.clone());
 }
 
-/// Join `client` and `upstream` once both connections are handed over, until either
-/// side closes or the upstream is silent for `idle_limit`. Runs as its own task.
-pub async fn run(
+/// Join `client` (once hyper hands its connection over) and `upstream` (the upstream
+/// connection, with any bytes read past the `101` replayed first), until either side
+/// closes or the upstream is silent for `idle_limit`. Runs as its own task.
+pub async fn run<U>(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: U,
     idle_limit: Duration,
     in_flight: Option<InFlight>,
-) {
-    let (client, upstream) = match tokio::join!(client, upstream) {
-        (Ok(client), Ok(upstream)) => (client, upstream),
-        (Err(e), _) | (_, Err(e)) => {
+) where
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let client = match client.await {
+        Ok(client) => client,
+        Err(e) => {
             tracing::debug!(error = %e, "upgrade hand-over failed; tunnel not opened");
             return;
         }
@@ -76,7 +79,7 @@ pub async fn run(
     let last_upstream_read = Arc::new(AtomicU64::new(0));
     let mut client = TokioIo::new(client);
     let mut upstream = Watched {
-        inner: TokioIo::new(upstream),
+        inner: upstream,
         started,
         last_read_ms: last_upstream_read.clone(),
     };

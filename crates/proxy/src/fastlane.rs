@@ -1,0 +1,694 @@
+//! The client-facing HTTP/1.1 fast lane: the common request (HTTP/1.1, origin-form
+//! target, no body or a small one with `Content-Length`, no upgrade, no `Expect`) is read,
+//! routed, forwarded and answered on the raw bytes, inside the connection's own task.
+//!
+//! Everything else goes to hyper: the first request the fast lane does not take (an
+//! h2c preface, a chunked or large body, `Expect: 100-continue`, a WebSocket upgrade,
+//! HTTP/1.0, an absolute-form target, a head that does not parse or is too large) hands
+//! the whole connection over, with the bytes already read replayed first, and hyper
+//! serves it from there ([`crate::proxy::handle`]). So every protocol corner keeps
+//! hyper's handling (its 400s and 431s included) and the fast lane only has to be right
+//! about the simple case, which is nearly all API traffic.
+//!
+//! Decisions are shared with the hyper lane, not copied: the router, real-IP, hashing,
+//! [`crate::forward::forward`] (balancing, retries, timeouts), error bodies and the
+//! request record are the same functions. What differs is the representation: the
+//! request's headers stay the bytes that arrived ([`RawHeaders`]), the upstream request is
+//! written from them ([`headers::write_upstream_headers`]) and the response head is
+//! copied from the upstream's with the hop-by-hop headers dropped and the gateway's
+//! added. A differential test checks both lanes send the same upstream headers.
+//!
+//! Why: per request, hyper's server and client build an `http::Request`, a `Response`
+//! and two `HeaderMap`s, and the client half runs as a second task reached through
+//! channels. On one core that was about half of the gateway's user-space time
+//! (BENCHMARKS.md, "Throughput").
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::REPLAY_LIMIT;
+use crate::error::{ErrorKind, error_body};
+use crate::forward::{self, Context, Outgoing, OutgoingBody, Report};
+use crate::headers::{self, ClientFacts, HeaderView};
+use crate::ids;
+use crate::proxy::{self, Completion, ConnInfo, Shared};
+use crate::record::{ResponseSource, RouteRef, ServiceRef};
+use crate::router::{RequestFacts, upstream_path};
+use crate::runtime::ServiceTarget;
+use crate::server::{HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
+use crate::upstream::{BodyError, ResponseBody};
+use crate::wire::{self, Framing, RawHeaders};
+
+/// Most headers a fast-lane request may carry; more go to hyper (which takes 100).
+/// Real requests carry 5-20; 64 keeps the parser's table on the stack small.
+const MAX_FAST_HEADERS: usize = 64;
+
+/// Read-buffer growth step for client connections: one read takes a typical request
+/// head (and a small body) whole.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// What the connection loop does after a request.
+enum After {
+    /// Read the next request.
+    KeepAlive,
+    /// Close the connection (the client asked, shutdown, or the response broke).
+    Close,
+}
+
+/// A parsed request head the fast lane takes.
+struct Head {
+    len: usize,
+    method: Method,
+    /// The request target (path and query), as a URI part.
+    target: http::uri::PathAndQuery,
+    headers: Vec<wire::HeaderPos>,
+    content_length: u64,
+    close: bool,
+}
+
+/// Why the fast lane does not take a request.
+enum Parse {
+    Fast(Head),
+    /// Incomplete: read more.
+    Partial,
+    /// Hyper's job.
+    HandOff,
+}
+
+fn parse(buf: &BytesMut, max_body: u64) -> Parse {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FAST_HEADERS];
+    let mut request = httparse::Request::new(&mut storage);
+    let len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::HandOff,
+    };
+    if request.version != Some(1) {
+        return Parse::HandOff;
+    }
+    let (Some(method), Some(path)) = (request.method, request.path) else {
+        return Parse::HandOff;
+    };
+    if !path.starts_with('/') {
+        return Parse::HandOff;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parse::HandOff;
+    };
+    let Ok(target) = http::uri::PathAndQuery::try_from(path) else {
+        return Parse::HandOff;
+    };
+    let mut content_length: Option<u64> = None;
+    let mut close = false;
+    for header in request.headers.iter() {
+        let name = header.name.as_bytes();
+        let value = header.value;
+        if wire::name_is(name, b"content-length") {
+            match wire::parse_content_length(value) {
+                Some(n) if content_length.is_none_or(|previous| previous == n) => {
+                    content_length = Some(n);
+                }
+                _ => return Parse::HandOff,
+            }
+        } else if wire::name_is(name, b"transfer-encoding")
+            || wire::name_is(name, b"expect")
+            || wire::name_is(name, b"upgrade")
+        {
+            return Parse::HandOff;
+        } else if wire::name_is(name, b"connection") {
+            if wire::lists_token(value, b"upgrade") {
+                return Parse::HandOff;
+            }
+            close |= wire::lists_token(value, b"close");
+        }
+    }
+    let content_length = content_length.unwrap_or(0);
+    if content_length > REPLAY_LIMIT as u64 || content_length > max_body {
+        return Parse::HandOff;
+    }
+    let mut headers = Vec::with_capacity(request.headers.len());
+    wire::header_positions(buf, request.headers, &mut headers);
+    Parse::Fast(Head {
+        len,
+        method,
+        target,
+        headers,
+        content_length,
+        close,
+    })
+}
+
+/// Serve one client connection: fast lane while requests are simple, hyper after.
+pub async fn serve(
+    mut stream: TcpStream,
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    mut drain: watch::Receiver<bool>,
+) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        // One request head, within the header timeout (which also bounds how long an
+        // idle keep-alive connection is kept, as hyper's does).
+        let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+        let head = loop {
+            if !buf.is_empty() {
+                match parse(&buf, shared.limits.max_request_body) {
+                    Parse::Fast(head) => break head,
+                    Parse::Partial if buf.len() < MAX_HEAD_BYTES => {}
+                    Parse::Partial | Parse::HandOff => {
+                        proxy::serve_hyper(stream, buf.freeze(), shared, info, drain).await;
+                        return;
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                buf.reserve(READ_CHUNK);
+            }
+            let idle = buf.is_empty();
+            let read = tokio::select! {
+                biased;
+                _ = drain.changed(), if idle => return,
+                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, reset, or too slow: nothing to answer.
+                _ => return,
+            }
+        };
+        // The body (at most `REPLAY_LIMIT`), within the client body timeout.
+        let total = head.len + head.content_length as usize;
+        while buf.len() < total {
+            buf.reserve(total - buf.len());
+            match tokio::time::timeout(crate::body::CLIENT_BODY_TIMEOUT, stream.read_buf(&mut buf))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+        let raw = buf.split_to(head.len).freeze();
+        let body = buf.split_to(head.content_length as usize).freeze();
+        let closing = head.close || *drain.borrow();
+        let after = handle(
+            &shared,
+            &info,
+            head,
+            raw,
+            body,
+            &mut stream,
+            &mut out,
+            closing,
+        )
+        .await;
+        if matches!(after, After::Close) || *drain.borrow() {
+            return;
+        }
+    }
+}
+
+/// Handle one fast-lane request and write its response.
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    head: Head,
+    raw: Bytes,
+    body: Bytes,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    closing: bool,
+) -> After {
+    let started = Instant::now();
+    shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
+    let runtime = shared.runtime.load_full();
+    let id = ids::new_request_id();
+    let request_id = ids::request_id_header(id);
+    let mut record = proxy::new_record(id, &head.method);
+    let request_headers = RawHeaders {
+        raw,
+        positions: head.headers,
+    };
+    let view = HeaderView::Raw(&request_headers);
+    let client_ip = if conn.headers.trusted {
+        shared.trusted_proxies.client_of(conn.remote.ip(), view)
+    } else {
+        conn.remote.ip()
+    };
+    let host_value = view.get("host").and_then(wire::header_str).unwrap_or("");
+    let path = head.target.path();
+    let query = head.target.query();
+    let gateway = |kind: ErrorKind, record| GatewayAnswer {
+        kind,
+        record,
+        location: None,
+    };
+    let Some(matched) = runtime.router.find(RequestFacts {
+        method: &head.method,
+        host: host_value,
+        path,
+        headers: view,
+    }) else {
+        let answer = gateway(ErrorKind::NoRouteMatched, record);
+        return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+    };
+    let info = matched.info.clone();
+    record.route = Some(RouteRef {
+        index: info.route.index,
+        label: info.route.label.clone(),
+    });
+    record.service = info.service.as_ref().map(|s| ServiceRef {
+        index: s.index,
+        label: s.label.clone(),
+    });
+    if let Some(code) = info.https_redirect {
+        let status = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::UPGRADE_REQUIRED);
+        let answer = if status.is_redirection() {
+            let host = headers::host_without_port(host_value);
+            GatewayAnswer {
+                kind: ErrorKind::HttpsRequired,
+                record,
+                location: Some((code, format!("https://{host}{}", head.target.as_str()))),
+            }
+        } else {
+            gateway(ErrorKind::HttpsRequired, record)
+        };
+        return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+    }
+    let Some(service) = info
+        .service
+        .as_ref()
+        .and_then(|s| runtime.services.get(s.index as usize))
+    else {
+        let answer = gateway(ErrorKind::NoService, record);
+        return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+    };
+    let upstream_rt = match &service.target {
+        ServiceTarget::Upstream(up) => {
+            record.upstream = Some(up.slot.name.clone());
+            Some(up.clone())
+        }
+        _ => None,
+    };
+    let target = upstream_path(
+        path,
+        matched.matched_len,
+        info.strip_path,
+        info.path_handling,
+        service.path.as_deref(),
+    );
+    // The same check the hyper lane makes: a configured path must keep the target valid.
+    if http::uri::PathAndQuery::try_from(target.as_str()).is_err() {
+        let answer = gateway(ErrorKind::BadRequest, record);
+        return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+    }
+    let sticky = upstream_rt
+        .as_deref()
+        .and_then(|up| proxy::new_sticky_cookie(up, view));
+    let hash = match &sticky {
+        Some((key, _)) => Some(*key),
+        None => upstream_rt
+            .as_deref()
+            .and_then(|up| proxy::hash_key(up, client_ip, view, path, query, &matched)),
+    };
+    let hedge_after = info.hedge_after;
+    let retry_on_status = info.retry_on_status.clone();
+    let preserve_host = info.preserve_host;
+    drop(matched);
+
+    record.bytes_in = body.len() as u64;
+    let mut line = Vec::with_capacity(head.method.as_str().len() + target.len() + 32);
+    line.extend_from_slice(head.method.as_str().as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(target.as_bytes());
+    if let Some(query) = query {
+        line.push(b'?');
+        line.extend_from_slice(query.as_bytes());
+    }
+    line.extend_from_slice(b" HTTP/1.1\r\n");
+    let host_header = view.get("host");
+    let preserved_host = if preserve_host {
+        host_header.and_then(|h| http::HeaderValue::from_bytes(h).ok())
+    } else {
+        None
+    };
+    let real_client = (client_ip != conn.remote.ip()).then(|| headers::ip_header(client_ip));
+    let mut block = Vec::with_capacity(request_headers.raw.len() + 256);
+    headers::write_upstream_headers(
+        &mut block,
+        &request_headers,
+        &ClientFacts {
+            connection: &conn.headers,
+            real_client: real_client.as_ref(),
+            host: headers::host_without_port(host_value),
+            host_header: None,
+            path,
+            request_id: &request_id,
+        },
+    );
+    let has_length = view.get("content-length").is_some();
+    if !has_length && matches!(head.method, Method::POST | Method::PUT | Method::PATCH) {
+        block.extend_from_slice(b"content-length: 0\r\n");
+    }
+    let outgoing = Outgoing {
+        method: head.method,
+        request_line: Bytes::from(line),
+        headers: Bytes::from(block),
+        chunked: false,
+        preserved_host,
+        body: OutgoingBody::Replayable(body),
+        hash_key: hash,
+        hedge_after,
+        retry_on_status,
+    };
+    let cx = Context {
+        pool: &shared.pool,
+        dns: &shared.core.dns,
+        events: &shared.core.events,
+        clock: &shared.core.clock,
+    };
+    let mut report = Report::default();
+    let result = forward::forward(&cx, service, &outgoing, &mut report).await;
+    proxy::apply_report(&mut record, report);
+    let success = match result {
+        Ok(success) => success,
+        Err(err) => {
+            tracing::debug!(
+                request_id = ?request_id,
+                kind = err.kind.as_str(),
+                side = ?err.side,
+                retry_safe = err.retry_safe,
+                "request failed"
+            );
+            let answer = gateway(err.kind, record);
+            return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+        }
+    };
+    let upstream_latency = success.upstream_latency;
+    let status = success.response.head.status;
+    record.status = status;
+    record.source = ResponseSource::Upstream;
+    record.upstream_latency = Some(upstream_latency);
+    // The response head: the upstream's headers minus hop-by-hop ones, plus ours.
+    let response_head = &success.response.head;
+    let framing = response_head.framing;
+    // A body whose length the client cannot learn from a Content-Length is re-framed
+    // chunked (the upstream's own chunking, or its close, is hop-by-hop).
+    let chunked_out = matches!(framing, Framing::Chunked | Framing::UntilClose);
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(wire::reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_response_headers(out, &response_head.headers, chunked_out);
+    let proxy_latency = started.elapsed().saturating_sub(upstream_latency);
+    headers::line(
+        out,
+        headers::UPSTREAM_LATENCY.as_str().as_bytes(),
+        millis(upstream_latency).as_bytes(),
+    );
+    headers::line(
+        out,
+        headers::PROXY_LATENCY.as_str().as_bytes(),
+        millis(proxy_latency).as_bytes(),
+    );
+    headers::line(
+        out,
+        headers::REQUEST_ID.as_str().as_bytes(),
+        request_id.as_bytes(),
+    );
+    if let Some((_, cookie)) = &sticky {
+        headers::line(out, b"set-cookie", cookie.as_bytes());
+    }
+    if closing {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let completion = Completion::new(shared.clone(), record, started, success.in_flight);
+    let mut body = success.response.body;
+    relay(
+        stream,
+        out,
+        &mut body,
+        chunked_out,
+        service.read_timeout,
+        completion,
+        closing,
+    )
+    .await
+}
+
+/// Copy the upstream's response headers for the client: hop-by-hop ones (and those its
+/// `Connection` lists) dropped, `Via` extended, the gateway's own headers left for the
+/// caller, `Content-Length` dropped when the body is re-framed chunked, `Date` added
+/// when the upstream sent none (as hyper's server does).
+fn write_response_headers(out: &mut Vec<u8>, response: &RawHeaders, chunked_out: bool) {
+    let connection_values = || response.values(b"connection").filter_map(wire::header_str);
+    let has_listed = connection_values().next().is_some();
+    let mut via: Option<&[u8]> = None;
+    let mut date = false;
+    for (name, value) in response.iter() {
+        if wire::is_hop_by_hop(name)
+            || (has_listed
+                && connection_values()
+                    .flat_map(|v| v.split(','))
+                    .any(|t| name.eq_ignore_ascii_case(t.trim().as_bytes())))
+        {
+            continue;
+        }
+        if wire::name_is(name, b"via") {
+            via.get_or_insert(value);
+            continue;
+        }
+        if (chunked_out && wire::name_is(name, b"content-length"))
+            || wire::name_is(name, headers::REQUEST_ID.as_str().as_bytes())
+            || wire::name_is(name, headers::UPSTREAM_LATENCY.as_str().as_bytes())
+            || wire::name_is(name, headers::PROXY_LATENCY.as_str().as_bytes())
+        {
+            continue;
+        }
+        date |= wire::name_is(name, b"date");
+        headers::line(out, name, value);
+    }
+    match via.and_then(wire::header_str) {
+        Some(existing) if !existing.is_empty() => {
+            out.extend_from_slice(b"via: ");
+            out.extend_from_slice(existing.as_bytes());
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(headers::VIA_VALUE.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => headers::line(out, b"via", headers::VIA_VALUE.as_bytes()),
+    }
+    if !date {
+        headers::line(out, b"date", &wire::date_value());
+    }
+    if chunked_out {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+}
+
+/// Write the head and relay the body; finish the record however it ends.
+async fn relay(
+    stream: &mut TcpStream,
+    head: &[u8],
+    body: &mut ResponseBody,
+    chunked: bool,
+    read_timeout: Duration,
+    completion: Completion,
+    closing: bool,
+) -> After {
+    let mut bytes_out = 0u64;
+    // The first write carries the head and whatever body bytes came with the upstream's
+    // head (all of a small response).
+    let first = match body.take_buffered() {
+        Some(Ok(data)) => data,
+        Some(Err(_)) => {
+            completion.finish_now(0, false);
+            return After::Close;
+        }
+        None => Bytes::new(),
+    };
+    let ended = body.is_end();
+    if write_data(stream, head, &first, chunked, ended)
+        .await
+        .is_err()
+    {
+        completion.finish_now(0, false);
+        return After::Close;
+    }
+    bytes_out += first.len() as u64;
+    if ended {
+        completion.finish_now(bytes_out, true);
+        return if closing {
+            After::Close
+        } else {
+            After::KeepAlive
+        };
+    }
+    loop {
+        let next =
+            tokio::time::timeout(read_timeout, std::future::poll_fn(|cx| body.poll_data(cx))).await;
+        match next {
+            Ok(Some(Ok(data))) => {
+                let ended = body.is_end();
+                if write_data(stream, b"", &data, chunked, ended)
+                    .await
+                    .is_err()
+                {
+                    completion.finish_now(bytes_out, false);
+                    return After::Close;
+                }
+                bytes_out += data.len() as u64;
+                if ended {
+                    break;
+                }
+            }
+            Ok(None) => {
+                if chunked && write_data(stream, b"", b"", true, true).await.is_err() {
+                    completion.finish_now(bytes_out, false);
+                    return After::Close;
+                }
+                break;
+            }
+            // The upstream broke or stalled midway: the status is out, so the only
+            // honest signal left is to end the client connection early.
+            Ok(Some(Err(BodyError::Read(_) | BodyError::Truncated | BodyError::Chunked(_))))
+            | Err(_) => {
+                completion.finish_now(bytes_out, false);
+                return After::Close;
+            }
+        }
+    }
+    completion.finish_now(bytes_out, true);
+    if closing {
+        After::Close
+    } else {
+        After::KeepAlive
+    }
+}
+
+/// Write `prefix` (a head, or nothing) then `data`, chunk-framed when `chunked`, with
+/// the last chunk when `last`.
+async fn write_data(
+    stream: &mut TcpStream,
+    prefix: &[u8],
+    data: &[u8],
+    chunked: bool,
+    last: bool,
+) -> Result<(), ()> {
+    let mut size_line = Vec::new();
+    let (chunk_head, chunk_tail, end): (&[u8], &[u8], &[u8]) = if chunked {
+        if !data.is_empty() {
+            wire::chunk_prefix(data.len(), &mut size_line);
+        }
+        (
+            &size_line,
+            if data.is_empty() { b"" } else { b"\r\n" },
+            if last { wire::LAST_CHUNK } else { b"" },
+        )
+    } else {
+        (b"", b"", b"")
+    };
+    let mut slices = [
+        IoSlice::new(prefix),
+        IoSlice::new(chunk_head),
+        IoSlice::new(data),
+        IoSlice::new(chunk_tail),
+        IoSlice::new(end),
+    ];
+    wire::write_all_vectored(stream, &mut slices)
+        .await
+        .map_err(|_| ())
+}
+
+/// A response the gateway makes itself.
+struct GatewayAnswer {
+    kind: ErrorKind,
+    record: crate::record::RequestRecord,
+    /// A redirect (status and `Location`) instead of the error body.
+    location: Option<(u16, String)>,
+}
+
+async fn write_gateway(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    answer: GatewayAnswer,
+    request_id: &http::HeaderValue,
+    started: Instant,
+    closing: bool,
+) -> After {
+    let GatewayAnswer {
+        kind,
+        mut record,
+        location,
+    } = answer;
+    out.clear();
+    let body = match &location {
+        Some((code, location)) => {
+            record.status = *code;
+            record.source = ResponseSource::Gateway;
+            out.extend_from_slice(
+                format!("HTTP/1.1 {code} {}\r\n", wire::reason(*code)).as_bytes(),
+            );
+            headers::line(out, b"location", location.as_bytes());
+            Bytes::new()
+        }
+        None => {
+            let status = kind.status().as_u16();
+            record.status = status;
+            record.source = ResponseSource::Gateway;
+            record.error = Some(kind);
+            out.extend_from_slice(
+                format!("HTTP/1.1 {status} {}\r\n", wire::reason(status)).as_bytes(),
+            );
+            headers::line(
+                out,
+                b"content-type",
+                crate::error::error_content_type().as_bytes(),
+            );
+            headers::line(
+                out,
+                headers::RESPONSE_LATENCY.as_str().as_bytes(),
+                millis(started.elapsed()).as_bytes(),
+            );
+            headers::line(out, b"server", b"sluice");
+            error_body(kind, request_id.to_str().unwrap_or(""))
+        }
+    };
+    headers::line(
+        out,
+        headers::REQUEST_ID.as_str().as_bytes(),
+        request_id.as_bytes(),
+    );
+    headers::line(out, b"content-length", body.len().to_string().as_bytes());
+    headers::line(out, b"date", &wire::date_value());
+    if closing {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let completion = Completion::new(shared.clone(), record, started, None);
+    let written = write_data(stream, out, &body, false, true).await;
+    completion.finish_now(body.len() as u64, written.is_ok());
+    if written.is_err() || closing {
+        After::Close
+    } else {
+        After::KeepAlive
+    }
+}
+
+fn millis(d: Duration) -> String {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string()
+}
