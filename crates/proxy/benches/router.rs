@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use sluice_config::model::{
     Config, HeaderValueMatch, HostMatch, PathMatch, Protocol, Route, Service,
 };
+use sluice_proxy::headers::HeaderView;
 use sluice_proxy::router::{RequestFacts, Router};
 
 const ROUTES: usize = 10_000;
@@ -141,7 +142,7 @@ fn bench(c: &mut Criterion) {
             method: &Method::GET,
             host,
             path,
-            headers,
+            headers: HeaderView::Map(headers),
         };
         let found = router.find(facts).map(|m| m.info.route.label.to_string());
         assert_eq!(found.as_deref(), expected, "{name}");

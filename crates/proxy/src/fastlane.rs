@@ -70,7 +70,6 @@ struct Head {
     method: Method,
     /// The request target (path and query), as a URI part.
     target: http::uri::PathAndQuery,
-    headers: Vec<wire::HeaderPos>,
     content_length: u64,
     close: bool,
 }
@@ -84,7 +83,9 @@ enum Parse {
     HandOff,
 }
 
-fn parse(buf: &BytesMut, max_body: u64) -> Parse {
+/// Parse a request head at the start of `buf`; on `Fast`, `positions` holds its
+/// headers' places.
+fn parse(buf: &BytesMut, max_body: u64, positions: &mut Vec<wire::HeaderPos>) -> Parse {
     let mut storage = [httparse::EMPTY_HEADER; MAX_FAST_HEADERS];
     let mut request = httparse::Request::new(&mut storage);
     let len = match request.parse(buf) {
@@ -135,13 +136,12 @@ fn parse(buf: &BytesMut, max_body: u64) -> Parse {
     if content_length > REPLAY_LIMIT as u64 || content_length > max_body {
         return Parse::HandOff;
     }
-    let mut headers = Vec::with_capacity(request.headers.len());
-    wire::header_positions(buf, request.headers, &mut headers);
+    positions.clear();
+    wire::header_positions(buf, request.headers, positions);
     Parse::Fast(Head {
         len,
         method,
         target,
-        headers,
         content_length,
         close,
     })
@@ -152,21 +152,36 @@ pub async fn serve(
     mut stream: TcpStream,
     shared: Arc<Shared>,
     info: ConnInfo,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // Header positions of the current request, reused from one request to the next.
+    let mut request_headers = RawHeaders::default();
+    // One wait for the drain signal for the connection's life (not one per request: a
+    // fresh wait registers and deregisters a waiter every time).
+    let draining = drain.clone();
+    let drained = async move {
+        let mut drain = drain;
+        // A `Ref` must not live across an await: only whether the wait ended is kept.
+        let _ = drain.wait_for(|draining| *draining).await.is_ok();
+    };
+    tokio::pin!(drained);
     loop {
         // One request head, within the header timeout (which also bounds how long an
         // idle keep-alive connection is kept, as hyper's does).
         let deadline = Instant::now() + HEADER_READ_TIMEOUT;
         let head = loop {
             if !buf.is_empty() {
-                match parse(&buf, shared.limits.max_request_body) {
+                match parse(
+                    &buf,
+                    shared.limits.max_request_body,
+                    &mut request_headers.positions,
+                ) {
                     Parse::Fast(head) => break head,
                     Parse::Partial if buf.len() < MAX_HEAD_BYTES => {}
                     Parse::Partial | Parse::HandOff => {
-                        proxy::serve_hyper(stream, buf.freeze(), shared, info, drain).await;
+                        proxy::serve_hyper(stream, buf.freeze(), shared, info, draining).await;
                         return;
                     }
                 }
@@ -177,7 +192,7 @@ pub async fn serve(
             let idle = buf.is_empty();
             let read = tokio::select! {
                 biased;
-                _ = drain.changed(), if idle => return,
+                () = &mut drained, if idle => return,
                 read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
             };
             match read {
@@ -197,21 +212,21 @@ pub async fn serve(
                 _ => return,
             }
         }
-        let raw = buf.split_to(head.len).freeze();
+        request_headers.raw = buf.split_to(head.len).freeze();
         let body = buf.split_to(head.content_length as usize).freeze();
-        let closing = head.close || *drain.borrow();
+        let closing = head.close || *draining.borrow();
         let after = handle(
             &shared,
             &info,
             head,
-            raw,
+            &request_headers,
             body,
             &mut stream,
             &mut out,
             closing,
         )
         .await;
-        if matches!(after, After::Close) || *drain.borrow() {
+        if matches!(after, After::Close) || *draining.borrow() {
             return;
         }
     }
@@ -223,7 +238,7 @@ async fn handle(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
     head: Head,
-    raw: Bytes,
+    request_headers: &RawHeaders,
     body: Bytes,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
@@ -233,13 +248,10 @@ async fn handle(
     shared.stats.total_requests.fetch_add(1, Ordering::Relaxed);
     let runtime = shared.runtime.load_full();
     let id = ids::new_request_id();
-    let request_id = ids::request_id_header(id);
+    let request_id = ids::request_id_bytes(id);
+    let request_id = &request_id[..];
     let mut record = proxy::new_record(id, &head.method);
-    let request_headers = RawHeaders {
-        raw,
-        positions: head.headers,
-    };
-    let view = HeaderView::Raw(&request_headers);
+    let view = HeaderView::Raw(request_headers);
     let client_ip = if conn.headers.trusted {
         shared.trusted_proxies.client_of(conn.remote.ip(), view)
     } else {
@@ -260,7 +272,7 @@ async fn handle(
         headers: view,
     }) else {
         let answer = gateway(ErrorKind::NoRouteMatched, record);
-        return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+        return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     };
     let info = matched.info.clone();
     record.route = Some(RouteRef {
@@ -283,7 +295,7 @@ async fn handle(
         } else {
             gateway(ErrorKind::HttpsRequired, record)
         };
-        return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+        return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     }
     let Some(service) = info
         .service
@@ -291,7 +303,7 @@ async fn handle(
         .and_then(|s| runtime.services.get(s.index as usize))
     else {
         let answer = gateway(ErrorKind::NoService, record);
-        return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+        return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     };
     let upstream_rt = match &service.target {
         ServiceTarget::Upstream(up) => {
@@ -310,7 +322,7 @@ async fn handle(
     // The same check the hyper lane makes: a configured path must keep the target valid.
     if http::uri::PathAndQuery::try_from(target.as_str()).is_err() {
         let answer = gateway(ErrorKind::BadRequest, record);
-        return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+        return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     }
     let sticky = upstream_rt
         .as_deref()
@@ -327,15 +339,19 @@ async fn handle(
     drop(matched);
 
     record.bytes_in = body.len() as u64;
-    let mut line = Vec::with_capacity(head.method.as_str().len() + target.len() + 32);
-    line.extend_from_slice(head.method.as_str().as_bytes());
-    line.push(b' ');
-    line.extend_from_slice(target.as_bytes());
+    // One buffer for the request line and the header lines.
+    let mut wire_head = Vec::with_capacity(
+        head.method.as_str().len() + target.len() + request_headers.raw.len() + 320,
+    );
+    wire_head.extend_from_slice(head.method.as_str().as_bytes());
+    wire_head.push(b' ');
+    wire_head.extend_from_slice(target.as_bytes());
     if let Some(query) = query {
-        line.push(b'?');
-        line.extend_from_slice(query.as_bytes());
+        wire_head.push(b'?');
+        wire_head.extend_from_slice(query.as_bytes());
     }
-    line.extend_from_slice(b" HTTP/1.1\r\n");
+    wire_head.extend_from_slice(b" HTTP/1.1\r\n");
+    let line_len = wire_head.len();
     let host_header = view.get("host");
     let preserved_host = if preserve_host {
         host_header.and_then(|h| http::HeaderValue::from_bytes(h).ok())
@@ -343,27 +359,26 @@ async fn handle(
         None
     };
     let real_client = (client_ip != conn.remote.ip()).then(|| headers::ip_header(client_ip));
-    let mut block = Vec::with_capacity(request_headers.raw.len() + 256);
     headers::write_upstream_headers(
-        &mut block,
-        &request_headers,
+        &mut wire_head,
+        request_headers,
         &ClientFacts {
             connection: &conn.headers,
             real_client: real_client.as_ref(),
             host: headers::host_without_port(host_value),
             host_header: None,
             path,
-            request_id: &request_id,
+            request_id,
         },
     );
     let has_length = view.get("content-length").is_some();
     if !has_length && matches!(head.method, Method::POST | Method::PUT | Method::PATCH) {
-        block.extend_from_slice(b"content-length: 0\r\n");
+        wire_head.extend_from_slice(b"content-length: 0\r\n");
     }
     let outgoing = Outgoing {
         method: head.method,
-        request_line: Bytes::from(line),
-        headers: Bytes::from(block),
+        head: wire_head,
+        line_len,
         chunked: false,
         preserved_host,
         body: OutgoingBody::Replayable(body),
@@ -384,14 +399,14 @@ async fn handle(
         Ok(success) => success,
         Err(err) => {
             tracing::debug!(
-                request_id = ?request_id,
+                request_id = std::str::from_utf8(request_id).unwrap_or(""),
                 kind = err.kind.as_str(),
                 side = ?err.side,
                 retry_safe = err.retry_safe,
                 "request failed"
             );
             let answer = gateway(err.kind, record);
-            return write_gateway(shared, stream, out, answer, &request_id, started, closing).await;
+            return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
         }
     };
     let upstream_latency = success.upstream_latency;
@@ -407,27 +422,15 @@ async fn handle(
     let chunked_out = matches!(framing, Framing::Chunked | Framing::UntilClose);
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    wire::push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(wire::reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_response_headers(out, &response_head.headers, chunked_out);
+    write_response_headers(out, &response_head.headers, chunked_out, started);
     let proxy_latency = started.elapsed().saturating_sub(upstream_latency);
-    headers::line(
-        out,
-        headers::UPSTREAM_LATENCY.as_str().as_bytes(),
-        millis(upstream_latency).as_bytes(),
-    );
-    headers::line(
-        out,
-        headers::PROXY_LATENCY.as_str().as_bytes(),
-        millis(proxy_latency).as_bytes(),
-    );
-    headers::line(
-        out,
-        headers::REQUEST_ID.as_str().as_bytes(),
-        request_id.as_bytes(),
-    );
+    millis_line(out, &headers::UPSTREAM_LATENCY, upstream_latency);
+    millis_line(out, &headers::PROXY_LATENCY, proxy_latency);
+    headers::line(out, headers::REQUEST_ID.as_str().as_bytes(), request_id);
     if let Some((_, cookie)) = &sticky {
         headers::line(out, b"set-cookie", cookie.as_bytes());
     }
@@ -453,7 +456,12 @@ async fn handle(
 /// `Connection` lists) dropped, `Via` extended, the gateway's own headers left for the
 /// caller, `Content-Length` dropped when the body is re-framed chunked, `Date` added
 /// when the upstream sent none (as hyper's server does).
-fn write_response_headers(out: &mut Vec<u8>, response: &RawHeaders, chunked_out: bool) {
+fn write_response_headers(
+    out: &mut Vec<u8>,
+    response: &RawHeaders,
+    chunked_out: bool,
+    now: Instant,
+) {
     let connection_values = || response.values(b"connection").filter_map(wire::header_str);
     let has_listed = connection_values().next().is_some();
     let mut via: Option<&[u8]> = None;
@@ -471,14 +479,20 @@ fn write_response_headers(out: &mut Vec<u8>, response: &RawHeaders, chunked_out:
             via.get_or_insert(value);
             continue;
         }
-        if (chunked_out && wire::name_is(name, b"content-length"))
-            || wire::name_is(name, headers::REQUEST_ID.as_str().as_bytes())
-            || wire::name_is(name, headers::UPSTREAM_LATENCY.as_str().as_bytes())
-            || wire::name_is(name, headers::PROXY_LATENCY.as_str().as_bytes())
-        {
+        let skip = match name.len() {
+            4 => {
+                date |= wire::name_is(name, b"date");
+                false
+            }
+            14 => chunked_out && wire::name_is(name, b"content-length"),
+            19 => wire::name_is(name, headers::REQUEST_ID.as_str().as_bytes()),
+            25 => wire::name_is(name, headers::UPSTREAM_LATENCY.as_str().as_bytes()),
+            22 => wire::name_is(name, headers::PROXY_LATENCY.as_str().as_bytes()),
+            _ => false,
+        };
+        if skip {
             continue;
         }
-        date |= wire::name_is(name, b"date");
         headers::line(out, name, value);
     }
     match via.and_then(wire::header_str) {
@@ -492,7 +506,7 @@ fn write_response_headers(out: &mut Vec<u8>, response: &RawHeaders, chunked_out:
         _ => headers::line(out, b"via", headers::VIA_VALUE.as_bytes()),
     }
     if !date {
-        headers::line(out, b"date", &wire::date_value());
+        headers::line(out, b"date", &wire::date_value(now));
     }
     if chunked_out {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -626,7 +640,7 @@ async fn write_gateway(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     answer: GatewayAnswer,
-    request_id: &http::HeaderValue,
+    request_id: &[u8],
     started: Instant,
     closing: bool,
 ) -> After {
@@ -659,22 +673,16 @@ async fn write_gateway(
                 b"content-type",
                 crate::error::error_content_type().as_bytes(),
             );
-            headers::line(
-                out,
-                headers::RESPONSE_LATENCY.as_str().as_bytes(),
-                millis(started.elapsed()).as_bytes(),
-            );
+            millis_line(out, &headers::RESPONSE_LATENCY, started.elapsed());
             headers::line(out, b"server", b"sluice");
-            error_body(kind, request_id.to_str().unwrap_or(""))
+            error_body(kind, std::str::from_utf8(request_id).unwrap_or(""))
         }
     };
-    headers::line(
-        out,
-        headers::REQUEST_ID.as_str().as_bytes(),
-        request_id.as_bytes(),
-    );
-    headers::line(out, b"content-length", body.len().to_string().as_bytes());
-    headers::line(out, b"date", &wire::date_value());
+    headers::line(out, headers::REQUEST_ID.as_str().as_bytes(), request_id);
+    out.extend_from_slice(b"content-length: ");
+    wire::push_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    headers::line(out, b"date", &wire::date_value(started));
     if closing {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -689,6 +697,10 @@ async fn write_gateway(
     }
 }
 
-fn millis(d: Duration) -> String {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).to_string()
+/// A latency header line, in whole milliseconds as Kong writes them.
+fn millis_line(out: &mut Vec<u8>, name: &http::HeaderName, d: Duration) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    wire::push_decimal(out, u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    out.extend_from_slice(b"\r\n");
 }

@@ -98,11 +98,13 @@ impl OutgoingBody {
 #[derive(Debug)]
 pub struct Outgoing {
     pub method: Method,
-    /// `METHOD target HTTP/1.1\r\n`, the target in origin form (path and query).
-    pub request_line: Bytes,
-    /// Prepared header lines (hop-by-hop removed, X-Forwarded-* set), without `Host`,
-    /// each ending in `\r\n`, with the body's framing header when the body has one.
-    pub headers: Bytes,
+    /// `METHOD target HTTP/1.1\r\n` (the target in origin form: path and query), then
+    /// the prepared header lines (hop-by-hop removed, X-Forwarded-* set), without `Host`,
+    /// each ending in `\r\n`, with the body's framing header when the body has one. One
+    /// buffer: one allocation per request.
+    pub head: Vec<u8>,
+    /// Where the request line ends in `head`.
+    pub line_len: usize,
     /// A streamed body of unknown length: sent with chunked framing.
     pub chunked: bool,
     /// The client's `Host`, sent as is when the route has `preserve_host`.
@@ -456,9 +458,9 @@ async fn attempt(
         host
     };
     let parts = RequestParts {
-        line: &out.request_line,
+        line: out.head.get(..out.line_len).unwrap_or_default(),
         host: host.map(HeaderValue::as_bytes),
-        headers: &out.headers,
+        headers: out.head.get(out.line_len..).unwrap_or_default(),
         head_request: out.method == Method::HEAD,
         chunked: out.chunked,
     };

@@ -246,7 +246,8 @@ pub struct ClientFacts<'a> {
     /// port (no copy).
     pub host_header: Option<&'a HeaderValue>,
     pub path: &'a str,
-    pub request_id: &'a HeaderValue,
+    /// The request id (hex digits).
+    pub request_id: &'a [u8],
 }
 
 /// Rewrite a client request's headers for the upstream (everything but `Host`).
@@ -300,7 +301,9 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
         headers.remove(&X_FORWARDED_PREFIX);
     }
     append_list(headers, &header::VIA, &HeaderValue::from_static(VIA_VALUE));
-    headers.insert(REQUEST_ID.clone(), facts.request_id.clone());
+    if let Ok(id) = HeaderValue::from_bytes(facts.request_id) {
+        headers.insert(REQUEST_ID.clone(), id);
+    }
     // The gateway answered any `Expect: 100-continue` itself while reading the body;
     // passing it on would make the upstream wait for a go-ahead nobody sends.
     headers.remove(header::EXPECT);
@@ -431,11 +434,7 @@ pub fn write_upstream_headers(out: &mut Vec<u8>, raw: &RawHeaders, facts: &Clien
         }
         _ => line(out, b"via", VIA_VALUE.as_bytes()),
     }
-    line(
-        out,
-        REQUEST_ID.as_str().as_bytes(),
-        facts.request_id.as_bytes(),
-    );
+    line(out, REQUEST_ID.as_str().as_bytes(), facts.request_id);
 }
 
 /// Append one `name: value\r\n` header line.
@@ -502,6 +501,114 @@ pub fn host_header_for(host: &str, port: u16) -> Option<HeaderValue> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    /// Header lines grouped by lower-case name, values in order.
+    fn grouped(pairs: impl Iterator<Item = (String, Vec<u8>)>) -> Vec<(String, Vec<Vec<u8>>)> {
+        let mut groups: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        for (name, value) in pairs {
+            let name = name.to_ascii_lowercase();
+            match groups.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, values)) => values.push(value),
+                None => groups.push((name, vec![value])),
+            }
+        }
+        groups.sort();
+        groups
+    }
+
+    fn header_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("Connection".to_string()),
+            Just("keep-alive".to_string()),
+            Just("TE".to_string()),
+            Just("Upgrade".to_string()),
+            Just("Host".to_string()),
+            Just("Via".to_string()),
+            Just("X-Forwarded-For".to_string()),
+            Just("x-forwarded-proto".to_string()),
+            Just("X-Forwarded-Host".to_string()),
+            Just("x-forwarded-port".to_string()),
+            Just("X-Forwarded-Path".to_string()),
+            Just("x-forwarded-prefix".to_string()),
+            Just("X-Real-IP".to_string()),
+            Just("Expect".to_string()),
+            Just("x-sluice-request-id".to_string()),
+            Just("Content-Length".to_string()),
+            Just("Cookie".to_string()),
+            "x-[a-z]{1,6}",
+        ]
+    }
+
+    fn header_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("keep-alive, x-a".to_string()),
+            Just("close".to_string()),
+            Just("203.0.113.9, 10.0.0.2".to_string()),
+            Just("1.0 edge".to_string()),
+            "[a-zA-Z0-9 ,=;.-]{0,12}",
+        ]
+    }
+
+    proptest! {
+        /// The fast lane's byte-level rewriting sends the same headers upstream as the
+        /// hyper lane's `HeaderMap` rewriting, for any mix of hop-by-hop, forwarding and
+        /// ordinary headers, trusted peer or not.
+        #[test]
+        fn both_lanes_send_the_same_upstream_headers(
+            pairs in proptest::collection::vec((header_name(), header_value()), 0..12),
+            trusted in any::<bool>(),
+            real in any::<bool>(),
+        ) {
+            let connection = ConnectionHeaders::new("192.0.2.7:5555".parse().unwrap(), 8000, trusted);
+            let real_value = HeaderValue::from_static("203.0.113.50");
+            let id = HeaderValue::from_static("0123abcd");
+            let facts = ClientFacts {
+                connection: &connection,
+                real_client: real.then_some(&real_value),
+                host: "api.example.com",
+                host_header: None,
+                path: "/v1/items",
+                request_id: id.as_bytes(),
+            };
+            // Hyper's lane.
+            let mut map = HeaderMap::new();
+            for (name, value) in &pairs {
+                map.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value.trim()).unwrap(),
+                );
+            }
+            prepare_upstream_request(&mut map, &facts);
+            map.remove(header::HOST);
+            let hyper_lane = grouped(
+                map.iter().map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec())),
+            );
+            // The fast lane.
+            let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+            for (name, value) in &pairs {
+                head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"\r\n");
+            let mut storage = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut storage);
+            let parsed = request.parse(&head).unwrap();
+            prop_assert!(parsed.is_complete());
+            let mut positions = Vec::new();
+            wire::header_positions(&head, request.headers, &mut positions);
+            let raw = RawHeaders { raw: bytes::Bytes::from(head.clone()), positions };
+            let mut out = Vec::new();
+            write_upstream_headers(&mut out, &raw, &facts);
+            let text = String::from_utf8(out).unwrap();
+            let fast_lane = grouped(text.split("\r\n").filter(|l| !l.is_empty()).map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_string(), v.as_bytes().to_vec())
+            }));
+            prop_assert_eq!(fast_lane, hyper_lane);
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -541,7 +648,7 @@ mod tests {
                 host: "api.example.com",
                 host_header: None,
                 path: "/v1/x",
-                request_id: &id,
+                request_id: id.as_bytes(),
             },
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
@@ -580,7 +687,7 @@ mod tests {
                 host: "gw.internal",
                 host_header: None,
                 path: "/v1/x",
-                request_id: &id,
+                request_id: id.as_bytes(),
             },
         );
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -38,9 +38,9 @@ pub fn new_request_id() -> u128 {
     (u128::from(entropy()) << 64) | u128::from(entropy())
 }
 
-/// The header form of a request id: 32 lower-case hex digits (like Kong's
-/// `X-Kong-Request-Id`), formatted on the stack.
-pub fn request_id_header(id: u128) -> HeaderValue {
+/// A request id as 32 lower-case hex digits (like Kong's `X-Kong-Request-Id`),
+/// formatted on the stack.
+pub fn request_id_bytes(id: u128) -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
@@ -48,8 +48,13 @@ pub fn request_id_header(id: u128) -> HeaderValue {
         let nibble = ((id >> shift) & 0xF) as usize;
         *byte = HEX.get(nibble).copied().unwrap_or(b'0');
     }
+    out
+}
+
+/// The header form of a request id ([`request_id_bytes`]).
+pub fn request_id_header(id: u128) -> HeaderValue {
     // Hex digits are always a valid header value.
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&request_id_bytes(id)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

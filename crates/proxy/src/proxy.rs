@@ -544,19 +544,19 @@ pub async fn handle(
             host: forwarded_host,
             host_header: host_header.as_ref(),
             path: parts.uri.path(),
-            request_id: &request_id,
+            request_id: request_id.as_bytes(),
         },
     );
     headers.remove(header::HOST);
     if let Some((protocol, _)) = &upgrade {
         tunnel::restore_upgrade_headers(&mut headers, protocol);
     }
-    let (request_line, header_block, chunked) =
+    let (head, line_len, chunked) =
         wire_request(&parts.method, &uri, &headers, &body, client_framed_body);
     let outgoing = Outgoing {
         method: parts.method,
-        request_line,
-        headers: header_block,
+        head,
+        line_len,
         chunked,
         preserved_host,
         body,
@@ -677,8 +677,9 @@ pub async fn handle(
     }
 }
 
-/// The upstream request in wire form: request line, header lines (with the body's
-/// framing), and whether a streamed body goes out chunked.
+/// The upstream request in wire form: request line and header lines (with the body's
+/// framing) in one buffer, where the line ends, and whether a streamed body goes out
+/// chunked.
 ///
 /// Framing: a client `Content-Length` is kept as is (the body read, or streamed, is
 /// exactly that long). A buffered body without one (the client sent it chunked, or
@@ -691,14 +692,15 @@ fn wire_request(
     headers: &HeaderMap,
     body: &OutgoingBody,
     client_framed_body: bool,
-) -> (Bytes, Bytes, bool) {
+) -> (Vec<u8>, usize, bool) {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut line = Vec::with_capacity(method.as_str().len() + target.len() + 11);
-    line.extend_from_slice(method.as_str().as_bytes());
-    line.push(b' ');
-    line.extend_from_slice(target.as_bytes());
-    line.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut block = Vec::with_capacity(headers.len() * 48 + 32);
+    let mut block =
+        Vec::with_capacity(method.as_str().len() + target.len() + headers.len() * 48 + 48);
+    block.extend_from_slice(method.as_str().as_bytes());
+    block.push(b' ');
+    block.extend_from_slice(target.as_bytes());
+    block.extend_from_slice(b" HTTP/1.1\r\n");
+    let line_len = block.len();
     for (name, value) in headers {
         block.extend_from_slice(name.as_str().as_bytes());
         block.extend_from_slice(b": ");
@@ -719,7 +721,7 @@ fn wire_request(
         }
         OutgoingBody::Streaming(_) => !has_length,
     };
-    (Bytes::from(line), Bytes::from(block), chunked)
+    (block, line_len, chunked)
 }
 
 /// A route that only accepts HTTPS: Kong answers 426, or redirects when the route's

@@ -354,18 +354,18 @@ pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
 /// The hop-by-hop headers RFC 9110 §7.6.1 names, plus the legacy `Keep-Alive` and
 /// `Proxy-Connection` (the same list as [`crate::headers`], on raw bytes).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 9] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    HOP.iter().any(|h| name_is(name, h))
+    // By length first: most names are ruled out without comparing bytes (hot path,
+    // every header of every request and response).
+    match name.len() {
+        2 => name_is(name, b"te"),
+        7 => name_is(name, b"trailer") || name_is(name, b"upgrade"),
+        10 => name_is(name, b"connection") || name_is(name, b"keep-alive"),
+        16 => name_is(name, b"proxy-connection"),
+        17 => name_is(name, b"transfer-encoding"),
+        18 => name_is(name, b"proxy-authenticate"),
+        19 => name_is(name, b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 /// Parse a `Content-Length` value: ASCII digits only (RFC 9110 §8.6; a list of equal
@@ -395,28 +395,52 @@ pub fn reason(status: u16) -> &'static str {
         .unwrap_or("")
 }
 
-/// `Date` header values, rendered at most once a second per thread.
-pub fn date_value() -> [u8; 29] {
-    use std::cell::RefCell;
+/// The `Date` header value, rendered at most once a second per thread. `now` is an
+/// instant the caller already read (the request's start): the wall clock is read only
+/// when a new second may have begun.
+pub fn date_value(now: tokio::time::Instant) -> [u8; 29] {
+    use std::cell::Cell;
     thread_local! {
-        static CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+        /// The rendered value and the instant until which it stays right.
+        static CACHE: Cell<Option<([u8; 29], tokio::time::Instant)>> = const { Cell::new(None) };
     }
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.0 != now {
-            let text = httpdate(now);
-            let mut bytes = [b' '; 29];
-            for (slot, b) in bytes.iter_mut().zip(text.bytes()) {
-                *slot = b;
-            }
-            *cache = (now, bytes);
+        if let Some((value, until)) = cache.get()
+            && now < until
+        {
+            return value;
         }
-        cache.1
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let text = httpdate(wall.as_secs());
+        let mut value = [b' '; 29];
+        for (slot, b) in value.iter_mut().zip(text.bytes()) {
+            *slot = b;
+        }
+        let rest_of_second = std::time::Duration::from_secs(1).saturating_sub(
+            std::time::Duration::from_nanos(u64::from(wall.subsec_nanos())),
+        );
+        cache.set(Some((value, now + rest_of_second)));
+        value
     })
+}
+
+/// Append the decimal digits of `n` (no allocation).
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(slot) = digits.get_mut(i) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
 }
 
 /// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) for seconds since the epoch.
@@ -628,7 +652,13 @@ mod tests {
         assert_eq!(httpdate(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(httpdate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(httpdate(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(date_value().len(), 29);
+        assert_eq!(date_value(tokio::time::Instant::now()).len(), 29);
+        let mut out = Vec::new();
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            out.clear();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]

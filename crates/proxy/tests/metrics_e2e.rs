@@ -2,6 +2,9 @@
 //! real backends, real requests, then the scrape. This is where a label the proxy puts in
 //! a `RequestRecord` and the label metrics resolved from the configuration must agree.
 
+/// The default: simple requests take the fast lane.
+pub const FAST_LANE: bool = true;
+
 #[allow(dead_code, unused_imports)]
 #[path = "it/support/mod.rs"]
 mod support;

@@ -2,6 +2,10 @@
 //! backends, configured with Kong declarative YAML. All on the real clock (the backends
 //! are real sockets) with short timeouts; every load loop is bounded in time.
 
+/// Simple HTTP/1.1 requests take the fast lane (the default); `tests/it_hyper.rs` runs
+/// this suite again with it off.
+pub const FAST_LANE: bool = true;
+
 mod support;
 
 mod dns;

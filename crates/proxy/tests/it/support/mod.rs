@@ -29,6 +29,7 @@ pub async fn gateway(yaml: &str) -> Gateway {
 pub async fn gateway_with(yaml: &str, mut options: GatewayOptions) -> Gateway {
     options.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
     options.shutdown_grace = Duration::from_secs(2);
+    options.fast_lane = crate::FAST_LANE;
     Gateway::start(config(yaml), options).await.unwrap()
 }
 
