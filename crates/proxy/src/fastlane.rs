@@ -167,6 +167,11 @@ pub async fn serve(
         let _ = drain.wait_for(|draining| *draining).await.is_ok();
     };
     tokio::pin!(drained);
+    // The header timeout: one timer for the connection's life, moved only when it fires
+    // early (a timer armed and cancelled per request costs more than the rest of the
+    // wait). When it fires, the deadline of the current wait decides.
+    let header_timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    tokio::pin!(header_timer);
     loop {
         // One request head, within the header timeout (which also bounds how long an
         // idle keep-alive connection is kept, as hyper's does).
@@ -193,11 +198,19 @@ pub async fn serve(
             let read = tokio::select! {
                 biased;
                 () = &mut drained, if idle => return,
-                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+                () = &mut header_timer => {
+                    if Instant::now() >= deadline {
+                        // Too slow (or idle too long): nothing to answer.
+                        return;
+                    }
+                    header_timer.as_mut().reset(deadline);
+                    continue;
+                }
+                read = stream.read_buf(&mut buf) => read,
             };
             match read {
-                Ok(Ok(n)) if n > 0 => {}
-                // Closed, reset, or too slow: nothing to answer.
+                Ok(n) if n > 0 => {}
+                // Closed or reset: nothing to answer.
                 _ => return,
             }
         };

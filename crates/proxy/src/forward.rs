@@ -253,10 +253,10 @@ impl Source<'_> {
     /// client errors in one second without this, and none with it).
     fn choose(
         &mut self,
-        cx: &Context<'_>,
         out: &Outgoing,
         tried: &mut Tried,
         attempt: u32,
+        now: sluice_core::Instant,
     ) -> Result<Chosen, ErrorKind> {
         match self {
             Source::Fixed {
@@ -299,7 +299,7 @@ impl Source<'_> {
                     balance::pick(
                         snapshot,
                         &PickContext {
-                            now: cx.clock.now(),
+                            now,
                             entropy: ids::entropy(),
                             hash_key: out.hash_key,
                             tried: tried.as_slice(),
@@ -525,6 +525,8 @@ struct Settled {
     result: Result<UpstreamResponse, AttemptError>,
     in_flight: Option<InFlight>,
     latency: Duration,
+    /// When the attempt settled (read once, for the latency and the balancer's clock).
+    ended: Instant,
     hedge: bool,
 }
 
@@ -547,20 +549,22 @@ async fn run_one(
         timeouts,
     )
     .await;
+    let ended = Instant::now();
     Settled {
         chosen,
         result,
         in_flight,
-        latency: started.elapsed(),
+        latency: ended.saturating_duration_since(started),
+        ended,
         hedge,
     }
 }
 
 /// What the loop does after an attempt settled.
 enum Next {
-    /// The request is over (a response, or an error that ends it). Boxed: it is built
-    /// once per request, and it keeps the common `Failed` path small.
-    Done(Box<Result<Success, ProxyError>>),
+    /// The request is over (a response, or an error that ends it). Not boxed: moving a
+    /// few hundred bytes costs less than an allocation per request.
+    Done(Result<Success, ProxyError>),
     /// The attempt failed with this upstream failure.
     Failed(FailureKind),
 }
@@ -581,8 +585,10 @@ impl Loop<'_, '_> {
             result,
             in_flight,
             latency,
+            ended,
             hedge,
         } = settled;
+        let now = self.cx.clock.at(ended);
         let first_region = self
             .first_region
             .get_or_insert_with(|| chosen.region.clone());
@@ -600,30 +606,30 @@ impl Loop<'_, '_> {
                     // A fast 5xx is a failure, not a fast answer (gray failures must not
                     // attract traffic under the latency balancer).
                     if status >= 500 {
-                        balance::ewma::observe_failure(load, latency, self.cx.clock.now());
+                        balance::ewma::observe_failure(load, latency, now);
                     } else {
-                        balance::ewma::observe(load, latency, self.cx.clock.now());
+                        balance::ewma::observe(load, latency, now);
                     }
                 }
                 (
                     TryOutcome::Status(status),
-                    Next::Done(Box::new(Ok(Success {
+                    Next::Done(Ok(Success {
                         response,
                         in_flight,
                         upstream_latency: latency,
-                    }))),
+                    })),
                 )
             }
             Err(AttemptError::Client(kind)) => {
                 // Not the upstream's fault: nothing to report to passive health.
                 drop(in_flight);
-                return Next::Done(Box::new(Err(ProxyError::after_send(kind))));
+                return Next::Done(Err(ProxyError::after_send(kind)));
             }
             Err(AttemptError::Upstream(failure)) => {
                 drop(in_flight);
                 // A target that fails fast must not look fast to the latency balancer.
                 if let Some(load) = &chosen.load {
-                    balance::ewma::observe_failure(load, latency, self.cx.clock.now());
+                    balance::ewma::observe_failure(load, latency, now);
                 }
                 let (outcome, _, _) = failure_outcome(failure);
                 if outcome == TryOutcome::Timeout {
@@ -669,9 +675,12 @@ pub async fn forward(
         write: service.write_timeout,
         read: service.read_timeout,
     };
+    // One clock read for the retry budget's deposit and the first pick.
+    let request_now = cx.clock.now();
+    let mut first_now = Some(request_now);
     let mut source = match &service.target {
         ServiceTarget::Upstream(up) => {
-            up.slot.deposit(cx.clock.now());
+            up.slot.deposit(request_now);
             Source::Upstream {
                 up,
                 snapshot: up.slot.snapshot.load_full(),
@@ -727,7 +736,8 @@ pub async fn forward(
     let mut last_error = ProxyError::before_send(ErrorKind::NoPeer);
 
     loop {
-        let chosen = match source.choose(cx, out, &mut tried, attempts) {
+        let now = first_now.take().unwrap_or_else(|| cx.clock.now());
+        let chosen = match source.choose(out, &mut tried, attempts, now) {
             Ok(chosen) => chosen,
             Err(kind) if attempts == 0 => return Err(ProxyError::before_send(kind)),
             Err(_) => return Err(last_error),
@@ -746,9 +756,9 @@ pub async fn forward(
                     _ = tokio::time::sleep(delay) => None,
                 };
                 let hedge = match (&early, upstream) {
-                    (None, Some(up)) if up.slot.try_withdraw(cx.clock.now()) => {
-                        source.choose(cx, out, &mut tried, attempts).ok()
-                    }
+                    (None, Some(up)) if up.slot.try_withdraw(cx.clock.now()) => source
+                        .choose(out, &mut tried, attempts, cx.clock.now())
+                        .ok(),
                     _ => None,
                 };
                 match (early, hedge) {
@@ -797,11 +807,11 @@ pub async fn forward(
             Next::Done(result) => {
                 // A response is final unless the route opted into retrying its status
                 // (`sluice:retry-on`); if that retry is refused, the response stands.
-                let code = match &*result {
+                let code = match &result {
                     Ok(success) if out.retry_on_status.contains(&success.response.head.status) => {
                         success.response.head.status
                     }
-                    _ => return *result,
+                    _ => return result,
                 };
                 // The service's retry count with the route's status list (an Arc clone).
                 let policy = RetryPolicy {
@@ -809,7 +819,7 @@ pub async fn forward(
                     retry_on_status: out.retry_on_status.clone(),
                 };
                 if !may_retry(FailureKind::Status(code), &policy) {
-                    return *result;
+                    return result;
                 }
                 // Dropping the response closes its connection (the body was not read).
                 last_error = ProxyError::after_send(ErrorKind::UpstreamInvalidResponse);
