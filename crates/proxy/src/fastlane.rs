@@ -332,8 +332,9 @@ async fn handle(
         info.path_handling,
         service.path.as_deref(),
     );
-    // The same check the hyper lane makes: a configured path must keep the target valid.
-    if http::uri::PathAndQuery::try_from(target.as_str()).is_err() {
+    // The same check the hyper lane makes: a configured path must keep the target valid
+    // (without one, the target is part of the request's own, already checked, path).
+    if service.path.is_some() && http::uri::PathAndQuery::try_from(target.as_str()).is_err() {
         let answer = gateway(ErrorKind::BadRequest, record);
         return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     }
@@ -424,6 +425,12 @@ async fn handle(
     };
     let upstream_latency = success.upstream_latency;
     let status = success.response.head.status;
+    if status == 101 {
+        // A switch nobody asked for (fast-lane requests never ask: upgrades go to
+        // hyper): what follows is not HTTP the client expects. As in the hyper lane.
+        let answer = gateway(ErrorKind::UpstreamInvalidResponse, record);
+        return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
+    }
     record.status = status;
     record.source = ResponseSource::Upstream;
     record.upstream_latency = Some(upstream_latency);

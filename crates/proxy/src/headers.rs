@@ -172,7 +172,9 @@ impl<'a> Iterator for Values<'a> {
                 while *next < *end {
                     let pos = raw.positions.get(*next)?;
                     *next += 1;
-                    if wire::name_is(raw.raw.get(pos.name.clone())?, lower) {
+                    if pos.name.len() == lower.len()
+                        && wire::name_is(raw.raw.get(pos.name.clone())?, lower)
+                    {
                         return raw.raw.get(pos.value.clone());
                     }
                 }
@@ -195,7 +197,9 @@ impl<'a> DoubleEndedIterator for Values<'a> {
                 while *end > *next {
                     *end -= 1;
                     let pos = raw.positions.get(*end)?;
-                    if wire::name_is(raw.raw.get(pos.name.clone())?, lower) {
+                    if pos.name.len() == lower.len()
+                        && wire::name_is(raw.raw.get(pos.name.clone())?, lower)
+                    {
                         return raw.raw.get(pos.value.clone());
                     }
                 }

@@ -56,11 +56,19 @@ impl RawHeaders {
         })
     }
 
-    /// Every value of `lower` (a lower-case name), in order.
+    /// Every value of `lower` (a lower-case name), in order. Lengths are compared
+    /// before any byte (hot path: a few lookups per message over every header).
     pub fn values<'a>(&'a self, lower: &'a [u8]) -> impl DoubleEndedIterator<Item = &'a [u8]> {
-        self.iter()
-            .filter(move |(n, _)| name_is(n, lower))
-            .map(|(_, v)| v)
+        self.positions
+            .iter()
+            .filter(move |h| {
+                h.name.len() == lower.len()
+                    && self
+                        .raw
+                        .get(h.name.clone())
+                        .is_some_and(|n| n.eq_ignore_ascii_case(lower))
+            })
+            .map(|h| self.raw.get(h.value.clone()).unwrap_or_default())
     }
 
     /// The first value of `lower`.
