@@ -60,6 +60,9 @@ const KEPT_SWEEP_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Job {
     pub address: AddressKey,
+    /// The controller's index of the address (`Action::Probe::slot`), returned with the
+    /// result so the controller finds the address without comparing keys.
+    pub slot: u32,
     pub check: Arc<ActiveHealthCheck>,
     pub host_header: Option<String>,
     /// The upstream's `client_certificate`, presented by `https` probes.
@@ -152,6 +155,7 @@ impl ProberHandle {
 /// A finished probe: the event for the controller and the connection to keep, if any.
 struct Done {
     address: AddressKey,
+    slot: u32,
     outcome: ProbeOutcome,
     kept: Option<(Kept, Duration)>,
 }
@@ -251,6 +255,7 @@ fn finish(
     batch.push(Event::ProbeCompleted {
         upstream: upstream.clone(),
         address: done.address,
+        slot: done.slot,
         outcome: done.outcome,
     });
 }
@@ -260,6 +265,7 @@ fn finish(
 fn start(job: Job, kept: &mut KeptConnections) -> Running {
     let Job {
         address,
+        slot,
         check,
         host_header,
         client,
@@ -280,6 +286,7 @@ fn start(job: Job, kept: &mut KeptConnections) -> Running {
                 let outcome = probe::probe(address.addr, &check, &host, client.as_deref()).await;
                 Done {
                     address,
+                    slot,
                     outcome,
                     kept: None,
                 }
@@ -299,6 +306,7 @@ fn start(job: Job, kept: &mut KeptConnections) -> Running {
                 .await;
                 Done {
                     address,
+                    slot,
                     outcome,
                     kept: conn.map(|c| (c, max_age)),
                 }
@@ -329,6 +337,7 @@ mod tests {
                 addr,
                 hostname: Arc::from(addr.ip().to_string()),
             },
+            slot: 0,
             check: check.clone(),
             host_header: None,
             client: None,
