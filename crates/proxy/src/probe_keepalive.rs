@@ -180,6 +180,44 @@ pub async fn probe(
     }
 }
 
+/// What a keep-alive probe needs before it can be answered.
+#[derive(Debug)]
+pub enum Ready {
+    /// Answered now: a `tcp`-type probe whose kept connection is younger than the max age
+    /// and on which nothing arrived. [`probe`] would return `TcpSuccess` and this
+    /// connection without awaiting anything.
+    Success(Kept),
+    /// Run [`probe`] with this connection (`None`: none kept, or the kept one was found
+    /// unusable and dropped, as [`probe`] drops it).
+    Run(Option<Kept>),
+}
+
+/// Answer a probe without a future when [`probe`] would not wait (`now`: the caller's
+/// current time, read once for a batch of probes). In steady state every `tcp`-type
+/// keep-alive probe is answered here: no boxed future, no task poll, no clock read per
+/// probe, which at 10,000 probes a second was a large share of what these probes cost.
+pub fn try_now(
+    check: &ActiveHealthCheck,
+    max_age: Duration,
+    kept: Option<Kept>,
+    now: Instant,
+) -> Ready {
+    if !matches!(
+        check.probe_type,
+        ProbeType::Tcp | ProbeType::Grpc | ProbeType::Grpcs
+    ) {
+        return Ready::Run(kept);
+    }
+    // The same test as `probe`'s; a connection that fails it is dropped here, so `probe`
+    // never sees it (the check may consume a stray byte: it cannot be repeated).
+    match kept.filter(|k| {
+        now.saturating_duration_since(k.opened) < max_age && idle_and_open(k.conn.tcp())
+    }) {
+        Some(kept) => Ready::Success(kept),
+        None => Ready::Run(None),
+    }
+}
+
 /// Whether an idle connection still looks open: nothing (no byte, FIN or RST) arrived
 /// since its last exchange. Anything that did arrive makes it unusable: a close, or
 /// stray bytes (e.g. a `408` some servers send before closing an idle connection) that
