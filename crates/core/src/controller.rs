@@ -236,12 +236,13 @@ struct UpstreamState {
     /// `next_probe` is `Some(due)`, and nothing else (`index` into `addresses`). `tick`
     /// and `next_deadline` read due probes from its front instead of scanning every
     /// address (with 10,000 probed addresses the scans were most of the controller's
-    /// time). Ordered by instant, then index, which is key order: deterministic. Indexes,
-    /// not keys, because comparing keys was most of the cost of maintaining it. Every
+    /// time). Ordered by instant; `tick` sorts a tick's due indexes, and index order is
+    /// key order: deterministic. Indexes, not keys, because comparing keys was most of
+    /// the cost of maintaining it. Every
     /// write of `next_probe` goes through [`set_next_probe`]; changes of the address set
     /// (reload, DNS) renumber the addresses and rebuild it
     /// ([`UpstreamState::rebuild_timers`]).
-    probe_schedule: BTreeSet<(Instant, u32)>,
+    probe_schedule: ProbeSchedule,
     /// The earliest `ejected_until` of any address. Ejections start and end rarely, so
     /// it is recomputed (a scan) only when one starts, ends or the address set changes.
     next_ejection_end: Option<Instant>,
@@ -513,7 +514,7 @@ impl UpstreamState {
             snapshot: None,
             weights_refresh_at: None,
             retired: BTreeMap::new(),
-            probe_schedule: BTreeSet::new(),
+            probe_schedule: ProbeSchedule::default(),
             next_ejection_end: None,
             next_resolve_at: None,
             spec,
@@ -1421,13 +1422,7 @@ impl UpstreamState {
         // (the order a scan of the addresses gives, so the actions do not depend on how
         // the due times of one tick happen to differ).
         let mut due = Vec::new();
-        while let Some(first) = self.probe_schedule.first()
-            && first.0 <= now
-        {
-            if let Some((_, index)) = self.probe_schedule.pop_first() {
-                due.push(index);
-            }
-        }
+        self.probe_schedule.take_due(now, &mut due);
         // Index order is key order.
         due.sort_unstable();
         for index in due {
@@ -1445,7 +1440,7 @@ impl UpstreamState {
             // Already out of the index: insert the new due time only.
             address.next_probe = probe_after(&self.active, address, now);
             if let Some(t) = address.next_probe {
-                self.probe_schedule.insert((t, index));
+                self.probe_schedule.insert(t, index);
             }
         }
         // DNS refreshes due.
@@ -1489,7 +1484,6 @@ impl UpstreamState {
         debug_assert!(self.timers_consistent(), "timer index out of step");
         self.probe_schedule
             .first()
-            .map(|(t, _)| *t)
             .into_iter()
             .chain(self.next_ejection_end)
             .chain(self.next_resolve_at)
@@ -1507,7 +1501,7 @@ impl UpstreamState {
             .indexed()
             .filter_map(|(i, a)| a.next_probe.map(|t| (t, i)))
             .collect();
-        scanned == self.probe_schedule
+        scanned == self.probe_schedule.pairs()
             && earliest_ejection_end(&self.addresses) == self.next_ejection_end
             && earliest_resolve(&self.targets) == self.next_resolve_at
     }
@@ -1613,7 +1607,7 @@ impl UpstreamState {
 /// Set `address.next_probe` to `next`, keeping the probe index in step (`index`: the
 /// address's position in the upstream's table).
 fn set_next_probe(
-    schedule: &mut BTreeSet<(Instant, u32)>,
+    schedule: &mut ProbeSchedule,
     address: &mut AddressState,
     index: u32,
     next: Option<Instant>,
@@ -1622,10 +1616,10 @@ fn set_next_probe(
         return;
     }
     if let Some(t) = address.next_probe {
-        schedule.remove(&(t, index));
+        schedule.remove(t, index);
     }
     if let Some(t) = next {
-        schedule.insert((t, index));
+        schedule.insert(t, index);
     }
     address.next_probe = next;
 }
@@ -1692,7 +1686,7 @@ fn same_selection(a: &UpstreamSnapshot, b: &UpstreamSnapshot) -> bool {
 }
 
 mod table;
-use table::AddressTable;
+use table::{AddressTable, ProbeSchedule};
 
 #[cfg(test)]
 mod tests;
