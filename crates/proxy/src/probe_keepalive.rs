@@ -70,6 +70,40 @@ pub struct Kept {
     conn: Conn,
     /// When the connection was opened: it is replaced once older than the max age.
     opened: Instant,
+    /// The request last sent on this connection (`http`/`https`), sent again while the
+    /// check's path and headers and the Host are unchanged (only a reload changes them):
+    /// rendering it per probe was a `format!` and several allocations per probe. Boxed:
+    /// `tcp` connections never have one, and idle kept connections are many.
+    request: Option<Box<Rendered>>,
+}
+
+/// A rendered keep-alive request and what it was rendered from.
+#[derive(Debug)]
+struct Rendered {
+    host: Box<str>,
+    path: Box<str>,
+    headers: Vec<(String, Vec<String>)>,
+    bytes: Box<[u8]>,
+}
+
+impl Rendered {
+    fn new(check: &ActiveHealthCheck, host_header: &str) -> Rendered {
+        Rendered {
+            host: host_header.into(),
+            path: check.http_path.as_str().into(),
+            headers: check.headers.clone(),
+            bytes: probe::build_request(check, host_header, HttpVersion::KeepAlive)
+                .into_bytes()
+                .into_boxed_slice(),
+        }
+    }
+
+    /// Whether [`probe::build_request`] would render the same bytes now.
+    fn matches(&self, check: &ActiveHealthCheck, host_header: &str) -> bool {
+        *self.host == *host_header
+            && *self.path == *check.http_path
+            && self.headers == check.headers
+    }
 }
 
 impl Kept {
@@ -172,6 +206,7 @@ pub async fn probe(
     let fresh = Kept {
         conn,
         opened: Instant::now(),
+        request: None,
     };
     match exchange(fresh, check, host_header, deadline).await {
         Attempt::Done(outcome, kept) => (outcome, kept),
@@ -303,9 +338,12 @@ async fn exchange(
         // Connected (fresh) or still open (reused, checked by the caller).
         return Attempt::Done(ProbeOutcome::TcpSuccess, Some(kept));
     }
-    let request = probe::build_request(check, host_header, HttpVersion::KeepAlive);
+    let request = match kept.request.take() {
+        Some(rendered) if rendered.matches(check, host_header) => rendered,
+        _ => Box::new(Rendered::new(check, host_header)),
+    };
     let sent = timeout_at(deadline, async {
-        kept.conn.write_all(request.as_bytes()).await?;
+        kept.conn.write_all(&request.bytes).await?;
         kept.conn.flush().await
     })
     .await;
@@ -321,6 +359,7 @@ async fn exchange(
         Ok(Response::Failed(outcome)) => Attempt::Done(outcome, None),
         Ok(Response::Complete { status, reusable }) => {
             let keep = reusable && reader.is_drained();
+            kept.request = Some(request);
             Attempt::Done(ProbeOutcome::Status(status), keep.then_some(kept))
         }
     }

@@ -195,6 +195,37 @@ async fn http_probes_reuse_one_connection_and_send_http11_keepalive() {
 }
 
 #[tokio::test]
+async fn a_kept_connection_sends_the_current_host_path_and_headers() {
+    // The request is rendered once per connection and reused: a reload that changes the
+    // path or headers, or a different Host, must still be what is sent.
+    let backend = Scripted::start(Script::Reply(ok_length())).await;
+    let mut http = check(ProbeType::Http);
+    let (_, kept) = probes(backend.addr, &http, LONG, 2, None).await;
+    let last = || backend.last_request.lock().unwrap().clone();
+    assert!(last().starts_with("GET /health HTTP/1.1\r\nHost: backend.test\r\n"));
+    let (outcome, kept) = probe(backend.addr, &http, "other.test", LONG, kept, None).await;
+    assert_eq!(outcome, ProbeOutcome::Status(200));
+    assert!(
+        last().starts_with("GET /health HTTP/1.1\r\nHost: other.test\r\n"),
+        "{}",
+        last()
+    );
+    http.http_path = "/ready".into();
+    http.headers = vec![("X-Probe".into(), vec!["1".into()])];
+    let (outcome, kept) = probe(backend.addr, &http, "other.test", LONG, kept, None).await;
+    assert_eq!(outcome, ProbeOutcome::Status(200));
+    let request = last();
+    assert!(
+        request.starts_with("GET /ready HTTP/1.1\r\nHost: other.test\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("X-Probe: 1\r\n"), "{request}");
+    assert!(kept.is_some());
+    assert_eq!(backend.accepted(), 1, "all on one connection");
+    assert_eq!(backend.requests(), 4);
+}
+
+#[tokio::test]
 async fn chunked_bodies_are_read_whole_and_the_connection_reused() {
     let chunked = b"HTTP/1.1 503 Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndown\r\n3;ext=1\r\n!!!\r\n0\r\n\r\n".to_vec();
     let backend = Scripted::start(Script::Reply(chunked)).await;
