@@ -237,20 +237,35 @@ pub fn try_now(
     kept: Option<Kept>,
     now: Instant,
 ) -> Ready {
+    match kept {
+        None => Ready::Run(None),
+        Some(kept) => match answers_now(check, max_age, &kept, now) {
+            None => Ready::Run(Some(kept)),
+            Some(true) => Ready::Success(kept),
+            // Dropped here, so `probe` never sees it (the check may have consumed a
+            // stray byte: it cannot be repeated).
+            Some(false) => Ready::Run(None),
+        },
+    }
+}
+
+/// [`try_now`] on a connection left where it is kept: `None` when the probe type needs an
+/// exchange (run [`probe`]); `Some(true)` when the probe is a success now and the
+/// connection stays kept; `Some(false)` when the connection is unusable: drop it and run
+/// [`probe`] without it. The same test as [`probe`]'s for a reused connection.
+pub fn answers_now(
+    check: &ActiveHealthCheck,
+    max_age: Duration,
+    kept: &Kept,
+    now: Instant,
+) -> Option<bool> {
     if !matches!(
         check.probe_type,
         ProbeType::Tcp | ProbeType::Grpc | ProbeType::Grpcs
     ) {
-        return Ready::Run(kept);
+        return None;
     }
-    // The same test as `probe`'s; a connection that fails it is dropped here, so `probe`
-    // never sees it (the check may consume a stray byte: it cannot be repeated).
-    match kept.filter(|k| {
-        now.saturating_duration_since(k.opened) < max_age && idle_and_open(k.conn.tcp())
-    }) {
-        Some(kept) => Ready::Success(kept),
-        None => Ready::Run(None),
-    }
+    Some(now.saturating_duration_since(kept.opened) < max_age && idle_and_open(kept.conn.tcp()))
 }
 
 /// Whether an idle connection still looks open: nothing (no byte, FIN or RST) arrived

@@ -41,7 +41,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::headers::host_header_for;
 use crate::metrics::Metrics;
 use crate::probe;
-use crate::probe_keepalive::{self, Kept, Ready};
+use crate::probe_keepalive::{self, Kept};
 use crate::tls::ClientIdentity;
 
 /// Most probe results sent to the driver in one message. The driver applies events under
@@ -203,12 +203,13 @@ struct Done {
     address: AddressKey,
     slot: u32,
     outcome: ProbeOutcome,
+    /// The connection to put back (`None`: none, or it never left the map).
     kept: Option<(Kept, Duration)>,
 }
 
 type Running = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-/// A started probe: answered at once (see [`probe_keepalive::try_now`]) or running.
+/// A started probe: answered at once (see [`probe_keepalive::answers_now`]) or running.
 enum Started {
     Done(Done),
     Running(Running),
@@ -217,7 +218,8 @@ enum Started {
 /// Kept connections between probes of this upstream, one per socket address (a probe
 /// takes its address's connection out and puts it back when it stays usable, so two
 /// probes of one address never share a connection; the later put-back replaces the
-/// earlier).
+/// earlier). A `tcp` probe answered at once uses it where it lies: it never awaits, so
+/// nothing can share it meanwhile.
 struct KeptConnections {
     idle: HashMap<SocketAddr, (Kept, tokio::time::Instant), FastHash>,
     next_sweep: tokio::time::Instant,
@@ -367,18 +369,23 @@ fn start(job: Job, kept: &mut KeptConnections, now: tokio::time::Instant) -> Sta
             }))
         }
         Some(max_age) => {
+            // A usable kept connection answers a `tcp` probe where it lies in the map:
+            // no remove and re-insert per probe.
+            let verdict = kept
+                .idle
+                .get(&address.addr)
+                .and_then(|(conn, _)| probe_keepalive::answers_now(&check, max_age, conn, now));
+            if verdict == Some(true) {
+                return Started::Done(Done {
+                    address,
+                    slot,
+                    outcome: ProbeOutcome::TcpSuccess,
+                    kept: None,
+                });
+            }
+            // Otherwise the probe takes the connection (dropped if found unusable).
             let conn = kept.idle.remove(&address.addr).map(|(conn, _)| conn);
-            let conn = match probe_keepalive::try_now(&check, max_age, conn, now) {
-                Ready::Success(conn) => {
-                    return Started::Done(Done {
-                        address,
-                        slot,
-                        outcome: ProbeOutcome::TcpSuccess,
-                        kept: Some((conn, max_age)),
-                    });
-                }
-                Ready::Run(conn) => conn,
-            };
+            let conn = if verdict == Some(false) { None } else { conn };
             Started::Running(Box::pin(async move {
                 let (outcome, conn) = probe_keepalive::probe(
                     address.addr,
@@ -566,6 +573,59 @@ mod tests {
         prober.enqueue([job(addr, &check)]);
         let (events, _) = collect(&mut rx, 1).await;
         assert_eq!(events.len(), 1);
+        prober.close();
+    }
+
+    #[tokio::test]
+    async fn tcp_keepalive_probes_reuse_the_kept_connection_and_replace_a_closed_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conn_tx, mut conn_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                if conn_tx.send(conn).is_err() {
+                    break;
+                }
+            }
+        });
+        let (tx, mut rx) = mpsc::channel(64);
+        let prober = ProberHandle::spawn(Arc::from("pool"), Arc::new(Metrics::new()), tx);
+        let mut tcp = (*check(ProbeType::Tcp, 1, Duration::from_secs(2))).clone();
+        tcp.keepalive = Some(Duration::from_secs(3600));
+        let tcp = Arc::new(tcp);
+        let success = |events: &[Event]| {
+            matches!(
+                events,
+                [Event::ProbeCompleted {
+                    outcome: ProbeOutcome::TcpSuccess,
+                    ..
+                }]
+            )
+        };
+        for _ in 0..3 {
+            prober.enqueue([job(addr, &tcp)]);
+            let (events, _) = collect(&mut rx, 1).await;
+            assert!(success(&events), "{events:?}");
+        }
+        let first = conn_rx.recv().await.unwrap();
+        assert!(conn_rx.try_recv().is_err(), "three probes, one connection");
+        // The backend closes it: a later probe notices (bounded wait for the FIN to reach
+        // the reactor) and reconnects at once, which is not a failure.
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                prober.enqueue([job(addr, &tcp)]);
+                let (events, _) = collect(&mut rx, 1).await;
+                assert!(success(&events), "{events:?}");
+                if let Ok(conn) = conn_rx.try_recv() {
+                    break conn;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("reconnected within 5 s");
+        drop(second);
         prober.close();
     }
 
