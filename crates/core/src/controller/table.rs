@@ -83,12 +83,12 @@ fn same_key(a: &AddressKey, b: &AddressKey) -> bool {
 }
 
 /// The probe timer index: for every address whose `next_probe` is `Some(due)`, its index
-/// under `due`. Bucketed by instant: the probes of one tick are re-armed together (`now`
-/// + the same interval), so a bucket holds the tens of addresses of one tick and the
-/// tree holds about one bucket per tick of the interval instead of one node entry per
-/// address; taking a tick's due probes is one bucket, and re-arming one is a push.
-/// With a set of `(instant, index)` pairs, its node rebalancing was still a tenth of the
-/// controller's per-probe time at 10,000 probes a second.
+/// under `due`. Bucketed by instant: the probes of one tick are re-armed together (to
+/// `now` plus the same interval), so a bucket holds the tens of addresses of one tick
+/// and the tree holds about one bucket per tick of the interval instead of one node
+/// entry per address; taking a tick's due probes is one bucket, and re-arming one is a
+/// push. With a set of `(instant, index)` pairs, its node rebalancing was still a tenth
+/// of the controller's per-probe time at 10,000 probes a second.
 #[derive(Debug, Default)]
 pub(super) struct ProbeSchedule {
     buckets: BTreeMap<Instant, Vec<u32>>,
