@@ -9,7 +9,8 @@
 #        reuse one connection per address), KEEPALIVE_MAX_AGE= (empty: Sluice's default,
 #        30s; else a `sluice:probe-keepalive-max-age` value such as 5m),
 #        PERF=0 (1: `perf record -g` on Sluice during the measured window, report in
-#        perf.txt), CASES="off on" (which configurations to run), PORT_BASE=20000,
+#        perf.txt), PERF_DATA= (with PERF=1: keep perf.data at this path for call-graph
+#        reports; it is large, so not kept by default), CASES="off on" (which configurations to run), PORT_BASE=20000,
 #        WARMUP=5, SLUICE=target/release/sluice
 #
 # Why this shape: every target must be a distinct ip:port (Sluice, like Kong, tracks
@@ -171,7 +172,7 @@ run_case() { # $1 = on|off
     if [ "$PERF" = 1 ] && [ "$mode" = on ]; then
         # perf's own CPU is outside Sluice's /proc/PID/stat, but its sampling disturbs the
         # process a little: compare CPU numbers from runs without PERF.
-        perf record -F 999 -g -p "$pid" -o "$work/perf.data" -- sleep "$MEASURED" > /dev/null 2>&1 &
+        perf record -F 999 -g -p "$pid" -o "${PERF_DATA:-$work/perf.data}" -- sleep "$MEASURED" > /dev/null 2>&1 &
         perf_pid=$!
         started+=("$perf_pid")
     fi
@@ -180,6 +181,7 @@ run_case() { # $1 = on|off
     t1=$(cpu_ticks "$pid"); p1=$(probes_total "$admin"); f1=$(probe_failures "$admin")
     rss=$(rss_kib "$pid"); hwm=$(hwm_kib "$pid")
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    if [ -n "$perf_pid" ] && [ -n "${PERF_DATA:-}" ]; then cp "$PERF_DATA" "$work/perf.data"; fi
     if [ -n "$perf_pid" ] && [ -f "$work/perf.data" ]; then
         {
             echo "# perf record -F 999 -g -p <sluice pid> during the measured window; perf report --no-children"

@@ -212,9 +212,14 @@ struct UpstreamState {
     active: Arc<ActiveHealthCheck>,
     checks_enabled: bool,
     targets: Vec<TargetState>,
-    addresses: BTreeMap<AddressKey, AddressState>,
+    addresses: AddressTable,
     /// Distinct tiers of targets with weight > 0, most preferred first.
     tiers: Vec<u8>,
+    /// The distinct regions of each tier of `tiers` (same positions), sorted: they change
+    /// only with the configuration, and every refresh (at least once a second with
+    /// adaptive weights) reads them; deriving them from thousands of targets each time
+    /// was a tenth of the CPU of probing 10,000 targets.
+    tier_regions: Vec<Vec<Arc<str>>>,
     cursors: BTreeMap<u8, Arc<AtomicU64>>,
     engine: FailoverEngine,
     mode: Mode,
@@ -227,13 +232,17 @@ struct UpstreamState {
     /// left, so one that comes back keeps its health, ejection and load (Kong keeps a
     /// removed address's health for 300 s, PR #8394). At most [`RETIRED_MAX`] entries.
     retired: BTreeMap<AddressKey, (Instant, AddressState)>,
-    /// Timer index of the probe schedule: `(due, key)` for every address whose
-    /// `next_probe` is `Some(due)`, and nothing else. `tick` and `next_deadline` read due
-    /// probes from its front instead of scanning every address (with 10,000 probed
-    /// addresses the scans were most of the controller's time). Ordered by instant, then
-    /// key: deterministic. Every write of `next_probe` goes through [`set_next_probe`];
-    /// bulk changes (reload, DNS) rebuild it ([`UpstreamState::rebuild_timers`]).
-    probe_schedule: BTreeSet<(Instant, AddressKey)>,
+    /// Timer index of the probe schedule: `(due, index)` for every address whose
+    /// `next_probe` is `Some(due)`, and nothing else (`index` into `addresses`). `tick`
+    /// and `next_deadline` read due probes from its front instead of scanning every
+    /// address (with 10,000 probed addresses the scans were most of the controller's
+    /// time). Ordered by instant; `tick` sorts a tick's due indexes, and index order is
+    /// key order: deterministic. Indexes, not keys, because comparing keys was most of
+    /// the cost of maintaining it. Every
+    /// write of `next_probe` goes through [`set_next_probe`]; changes of the address set
+    /// (reload, DNS) renumber the addresses and rebuild it
+    /// ([`UpstreamState::rebuild_timers`]).
+    probe_schedule: ProbeSchedule,
     /// The earliest `ejected_until` of any address. Ejections start and end rarely, so
     /// it is recomputed (a scan) only when one starts, ends or the address set changes.
     next_ejection_end: Option<Instant>,
@@ -347,10 +356,11 @@ impl Controller {
             Event::ProbeCompleted {
                 upstream,
                 address,
+                slot,
                 outcome,
             } => {
                 if let Some(up) = self.upstreams.get_mut(&upstream) {
-                    up.on_probe(now, &address, outcome, &mut self.shared, out);
+                    up.on_probe(now, &address, slot, outcome, &mut self.shared, out);
                 }
             }
             Event::AttemptCompleted {
@@ -463,6 +473,24 @@ fn tiers_of(spec: &UpstreamSpec) -> Vec<u8> {
     tiers
 }
 
+/// The distinct regions of each of `tiers` (targets with weight > 0), sorted.
+fn regions_by_tier(spec: &UpstreamSpec, tiers: &[u8]) -> Vec<Vec<Arc<str>>> {
+    tiers
+        .iter()
+        .map(|tier| {
+            let mut regions: Vec<Arc<str>> = spec
+                .targets
+                .iter()
+                .filter(|t| t.tier == *tier && t.weight > 0)
+                .map(|t| t.region.clone())
+                .collect();
+            regions.sort();
+            regions.dedup();
+            regions
+        })
+        .collect()
+}
+
 fn share_text(x: f64) -> String {
     format!("{x:.3}")
 }
@@ -475,7 +503,8 @@ impl UpstreamState {
             active: Arc::new(spec.healthchecks.active.clone()),
             checks_enabled: spec.healthchecks.enabled(),
             targets: Vec::new(),
-            addresses: BTreeMap::new(),
+            addresses: AddressTable::default(),
+            tier_regions: Vec::new(),
             tiers,
             cursors: BTreeMap::new(),
             engine,
@@ -485,7 +514,7 @@ impl UpstreamState {
             snapshot: None,
             weights_refresh_at: None,
             retired: BTreeMap::new(),
-            probe_schedule: BTreeSet::new(),
+            probe_schedule: ProbeSchedule::default(),
             next_ejection_end: None,
             next_resolve_at: None,
             spec,
@@ -504,6 +533,7 @@ impl UpstreamState {
                 starting: boot,
             })
             .collect();
+        up.tier_regions = regions_by_tier(&up.spec, &up.tiers);
         up.start_targets(now, out);
         up.sync_addresses(now, boot);
         // The engine starts from the health the first evaluation sees.
@@ -589,6 +619,8 @@ impl UpstreamState {
             }
             self.rebuild_timers();
         }
+        // Regions may change without the tiers changing.
+        self.tier_regions = regions_by_tier(&self.spec, &tiers);
         if tiers != self.tiers {
             self.tiers = tiers;
             self.cursors.clear();
@@ -604,19 +636,33 @@ impl UpstreamState {
 
     /// Make the address set match the targets' current answers; keep state by key.
     fn sync_addresses(&mut self, now: Instant, boot: bool) {
-        let mut old = std::mem::take(&mut self.addresses);
+        let mut old = std::mem::take(&mut self.addresses).into_map();
+        let mut next: BTreeMap<AddressKey, AddressState> = BTreeMap::new();
+        // One `Arc` per distinct hostname (the ones already in use first): thousands of
+        // IP targets of one host then share one hostname allocation instead of one each,
+        // so key comparisons of equal hostnames stop at the pointer and the per-probe
+        // reference counting touches one hot cache line rather than a cold one per
+        // address (that was most of the controller's remaining per-probe time).
+        let mut hostnames: BTreeSet<Arc<str>> = old.keys().map(|k| k.hostname.clone()).collect();
         for (index, target) in self.targets.iter_mut().enumerate() {
             let no_slow_start = boot || target.starting;
             if !target.resolved.is_empty() {
                 target.starting = false;
             }
             let hostname = target.hostname();
+            let hostname = match hostnames.get(&hostname) {
+                Some(shared) => shared.clone(),
+                None => {
+                    hostnames.insert(hostname.clone());
+                    hostname
+                }
+            };
             for answer in &target.resolved {
                 let key = AddressKey {
                     addr: answer.addr,
                     hostname: hostname.clone(),
                 };
-                if self.addresses.contains_key(&key) {
+                if next.contains_key(&key) {
                     continue;
                 }
                 // Kong: a weight-0 target disables all its addresses, SRV weights or not.
@@ -660,9 +706,10 @@ impl UpstreamState {
                 } else if fresh {
                     state.next_probe = probe_after(&self.active, &state, now);
                 }
-                self.addresses.insert(key, state);
+                next.insert(key, state);
             }
         }
+        self.addresses = AddressTable::from_map(next);
         for (key, state) in old {
             self.retired.insert(key, (now, state));
         }
@@ -689,8 +736,8 @@ impl UpstreamState {
     fn rebuild_timers(&mut self) {
         self.probe_schedule = self
             .addresses
-            .values()
-            .filter_map(|a| a.next_probe.map(|t| (t, a.key.clone())))
+            .indexed()
+            .filter_map(|(i, a)| a.next_probe.map(|t| (t, i)))
             .collect();
         self.next_ejection_end = earliest_ejection_end(&self.addresses);
     }
@@ -767,34 +814,26 @@ impl UpstreamState {
     }
 
     fn regions_of(&self, tier: u8) -> Vec<Arc<str>> {
-        let mut regions: Vec<Arc<str>> = self
-            .spec
-            .targets
-            .iter()
-            .filter(|t| t.tier == tier && t.weight > 0)
-            .map(|t| t.region.clone())
-            .collect();
-        regions.sort();
-        regions.dedup();
-        regions
+        self.tier_position(tier)
+            .and_then(|pos| self.tier_regions.get(pos))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Re-evaluate health shares, mode and split; record a decision when traffic moved;
     /// publish a snapshot when selection changed.
     fn refresh(&mut self, now: Instant, cause: Cause, shared: &mut Shared, out: &mut Vec<Action>) {
         // Track availability edges for slow start.
-        let edges: Vec<(AddressKey, bool)> = self
+        let available: Vec<bool> = self
             .addresses
             .values()
-            .map(|a| (a.key.clone(), self.unavailable(a, now).is_none()))
+            .map(|a| self.unavailable(a, now).is_none())
             .collect();
-        for (key, available) in edges {
-            if let Some(a) = self.addresses.get_mut(&key) {
-                if available && !a.was_available {
-                    a.available_since = Some(now);
-                }
-                a.was_available = available;
+        for (a, available) in self.addresses.values_mut().zip(available) {
+            if available && !a.was_available {
+                a.available_since = Some(now);
             }
+            a.was_available = available;
         }
 
         let caps = self.capacities(now);
@@ -1193,27 +1232,30 @@ impl UpstreamState {
         &mut self,
         now: Instant,
         key: &AddressKey,
+        slot: u32,
         outcome: ProbeOutcome,
         shared: &mut Shared,
         out: &mut Vec<Action>,
     ) {
-        let active = self.active.clone();
-        let name = self.spec.name.clone();
-        let Some(address) = self.addresses.get_mut(key) else {
+        let Some(index) = self.addresses.position(key, Some(slot)) else {
+            return;
+        };
+        let Some(address) = self.addresses.at_mut(index) else {
             return;
         };
         if address.weight == 0 {
             return;
         }
-        let Some(transition) = address.health.on_probe(&active, outcome) else {
+        let Some(transition) = address.health.on_probe(&self.active, outcome) else {
             return;
         };
         if !transition.flipped() {
             return;
         }
+        let name = self.spec.name.clone();
         address.overridden = false;
-        let next = probe_after(&active, address, now);
-        set_next_probe(&mut self.probe_schedule, address, next);
+        let next = probe_after(&self.active, address, now);
+        set_next_probe(&mut self.probe_schedule, address, index, next);
         out.push(Action::HealthChanged {
             upstream: name,
             address: key.clone(),
@@ -1238,7 +1280,10 @@ impl UpstreamState {
         let name = self.spec.name.clone();
         let active = self.active.clone();
         let policy = self.spec.failover.clone();
-        let Some(address) = self.addresses.get_mut(key) else {
+        let Some(index) = self.addresses.position(key, None) else {
+            return;
+        };
+        let Some(address) = self.addresses.at_mut(index) else {
             return;
         };
         if address.weight == 0 {
@@ -1253,7 +1298,7 @@ impl UpstreamState {
         {
             address.overridden = false;
             let next = probe_after(&active, address, now);
-            set_next_probe(&mut self.probe_schedule, address, next);
+            set_next_probe(&mut self.probe_schedule, address, index, next);
             out.push(Action::HealthChanged {
                 upstream: name,
                 address: key.clone(),
@@ -1268,7 +1313,7 @@ impl UpstreamState {
         let wants = address.outlier.on_attempt(&policy.outlier, now, outcome);
         if let Some(reason) = wants
             && self.may_eject(tier, now)
-            && let Some(address) = self.addresses.get_mut(key)
+            && let Some(address) = self.addresses.at_mut(index)
         {
             let until = address.outlier.eject(&policy.outlier, now);
             cause = Some(Cause::Ejection {
@@ -1332,7 +1377,7 @@ impl UpstreamState {
                     return;
                 }
                 let active = self.active.clone();
-                for state in self.addresses.values_mut() {
+                for (index, state) in self.addresses.values_mut().enumerate() {
                     if !indices.contains(&state.target_index)
                         || address.is_some_and(|a| a != state.key.addr)
                     {
@@ -1341,7 +1386,7 @@ impl UpstreamState {
                     state.overridden = true;
                     if let Some(transition) = state.health.set_override(healthy) {
                         let next = probe_after(&active, state, now);
-                        set_next_probe(&mut self.probe_schedule, state, next);
+                        set_next_probe(&mut self.probe_schedule, state, index as u32, next);
                         out.push(Action::HealthChanged {
                             upstream: name.clone(),
                             address: state.key.clone(),
@@ -1377,29 +1422,25 @@ impl UpstreamState {
         // (the order a scan of the addresses gives, so the actions do not depend on how
         // the due times of one tick happen to differ).
         let mut due = Vec::new();
-        while let Some(first) = self.probe_schedule.first()
-            && first.0 <= now
-        {
-            if let Some((_, key)) = self.probe_schedule.pop_first() {
-                due.push(key);
-            }
-        }
+        self.probe_schedule.take_due(now, &mut due);
+        // Index order is key order.
         due.sort_unstable();
-        for key in due {
-            let Some(address) = self.addresses.get_mut(&key) else {
+        for index in due {
+            let Some(address) = self.addresses.at_mut(index) else {
                 debug_assert!(false, "probe index names an unknown address");
                 continue;
             };
             out.push(Action::Probe {
                 upstream: name.clone(),
-                address: key,
+                address: address.key.clone(),
+                slot: index,
                 check: self.active.clone(),
                 host_header: self.spec.host_header.clone(),
             });
             // Already out of the index: insert the new due time only.
             address.next_probe = probe_after(&self.active, address, now);
             if let Some(t) = address.next_probe {
-                self.probe_schedule.insert((t, address.key.clone()));
+                self.probe_schedule.insert(t, index);
             }
         }
         // DNS refreshes due.
@@ -1443,7 +1484,6 @@ impl UpstreamState {
         debug_assert!(self.timers_consistent(), "timer index out of step");
         self.probe_schedule
             .first()
-            .map(|(t, _)| *t)
             .into_iter()
             .chain(self.next_ejection_end)
             .chain(self.next_resolve_at)
@@ -1456,12 +1496,12 @@ impl UpstreamState {
     /// (checked in debug builds: the unit tests and the simulator run every step
     /// through it).
     fn timers_consistent(&self) -> bool {
-        let scanned: BTreeSet<(Instant, AddressKey)> = self
+        let scanned: BTreeSet<(Instant, u32)> = self
             .addresses
-            .values()
-            .filter_map(|a| a.next_probe.map(|t| (t, a.key.clone())))
+            .indexed()
+            .filter_map(|(i, a)| a.next_probe.map(|t| (t, i)))
             .collect();
-        scanned == self.probe_schedule
+        scanned == self.probe_schedule.pairs()
             && earliest_ejection_end(&self.addresses) == self.next_ejection_end
             && earliest_resolve(&self.targets) == self.next_resolve_at
     }
@@ -1564,25 +1604,27 @@ impl UpstreamState {
     }
 }
 
-/// Set `address.next_probe` to `next`, keeping the probe index in step.
+/// Set `address.next_probe` to `next`, keeping the probe index in step (`index`: the
+/// address's position in the upstream's table).
 fn set_next_probe(
-    schedule: &mut BTreeSet<(Instant, AddressKey)>,
+    schedule: &mut ProbeSchedule,
     address: &mut AddressState,
+    index: u32,
     next: Option<Instant>,
 ) {
     if address.next_probe == next {
         return;
     }
     if let Some(t) = address.next_probe {
-        schedule.remove(&(t, address.key.clone()));
+        schedule.remove(t, index);
     }
     if let Some(t) = next {
-        schedule.insert((t, address.key.clone()));
+        schedule.insert(t, index);
     }
     address.next_probe = next;
 }
 
-fn earliest_ejection_end(addresses: &BTreeMap<AddressKey, AddressState>) -> Option<Instant> {
+fn earliest_ejection_end(addresses: &AddressTable) -> Option<Instant> {
     addresses
         .values()
         .filter_map(|a| a.outlier.ejected_until())
@@ -1642,6 +1684,9 @@ fn same_selection(a: &UpstreamSnapshot, b: &UpstreamSnapshot) -> bool {
                 && Arc::ptr_eq(&x.rr_cursor, &y.rr_cursor)
         })
 }
+
+mod table;
+use table::{AddressTable, ProbeSchedule};
 
 #[cfg(test)]
 mod tests;

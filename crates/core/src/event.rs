@@ -77,6 +77,10 @@ pub enum Event {
     ProbeCompleted {
         upstream: Arc<str>,
         address: AddressKey,
+        /// The `slot` of the [`Action::Probe`] this answers: a hint that finds the address
+        /// without comparing keys. Checked against `address`, so a stale one (the address
+        /// set changed meanwhile) or an unknown one (`u32::MAX`) only costs a lookup.
+        slot: u32,
         outcome: ProbeOutcome,
     },
     AttemptCompleted {
@@ -103,6 +107,10 @@ pub enum Action {
     Probe {
         upstream: Arc<str>,
         address: AddressKey,
+        /// The address's index in the controller's table of the upstream's addresses, to
+        /// be returned in [`Event::ProbeCompleted::slot`]. Stable until the address set
+        /// changes; only ever a hint.
+        slot: u32,
         check: Arc<ActiveHealthCheck>,
         host_header: Option<String>,
     },

@@ -217,6 +217,7 @@ impl Core {
             if let Action::Probe {
                 upstream,
                 address,
+                slot,
                 check,
                 host_header,
             } = action
@@ -224,6 +225,7 @@ impl Core {
                 self.note_downgrade(&upstream, &check);
                 let job = Job {
                     address,
+                    slot,
                     check,
                     host_header,
                     client: None,

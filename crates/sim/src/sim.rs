@@ -284,6 +284,9 @@ enum SimEvent {
     },
     ProbeDone {
         address: AddressKey,
+        /// Returned as the controller asked for it (a hint; stale after a DNS change,
+        /// which the simulation exercises).
+        slot: u32,
         outcome: ProbeOutcome,
     },
     ResolveDone {
@@ -538,7 +541,11 @@ impl Sim {
                 failure,
                 latency_ms,
             } => self.on_attempt_done(request, outcome, failure, latency_ms),
-            SimEvent::ProbeDone { address, outcome } => {
+            SimEvent::ProbeDone {
+                address,
+                slot,
+                outcome,
+            } => {
                 self.stats.probes += 1;
                 if self.log.full() {
                     let detail = format!("{outcome:?}");
@@ -548,6 +555,7 @@ impl Sim {
                 self.apply(Event::ProbeCompleted {
                     upstream: UPSTREAM.into(),
                     address,
+                    slot,
                     outcome,
                 });
             }
@@ -643,13 +651,24 @@ impl Sim {
                 self.log.line(self.now, "snapshot", &upstream, "removed");
                 self.published = None;
             }
-            Action::Probe { address, check, .. } => {
+            Action::Probe {
+                address,
+                slot,
+                check,
+                ..
+            } => {
                 let (outcome, latency_ms) =
                     self.world
                         .probe(&mut self.world_rng, address.addr, &check, self.now);
                 let at = self.now + Duration::from_millis(latency_ms);
-                self.queue
-                    .push(at, SimEvent::ProbeDone { address, outcome });
+                self.queue.push(
+                    at,
+                    SimEvent::ProbeDone {
+                        address,
+                        slot,
+                        outcome,
+                    },
+                );
             }
             Action::Resolve { target_index, .. } => {
                 let result = self

@@ -202,7 +202,10 @@ impl Harness {
             for action in queue {
                 match action {
                     Action::Probe {
-                        upstream, address, ..
+                        upstream,
+                        address,
+                        slot,
+                        ..
                     } => {
                         let outcome = match self.world.get(&address.addr) {
                             Some(World::Down) => ProbeOutcome::TcpFailure,
@@ -213,6 +216,7 @@ impl Harness {
                             Event::ProbeCompleted {
                                 upstream,
                                 address,
+                                slot,
                                 outcome,
                             },
                             &mut next,
@@ -335,6 +339,7 @@ impl Harness {
             ["probe", addr, outcome] => self.apply(Event::ProbeCompleted {
                 upstream: api,
                 address: key(addr, None),
+                slot: u32::MAX,
                 outcome: probe_outcome(outcome),
             }),
             ["set-health", target, state] | ["set-health", target, _, state]
@@ -1587,6 +1592,7 @@ fn diverged_probe_schedules_fire_exactly_when_due_in_address_order() {
             Event::ProbeCompleted {
                 upstream: Arc::from("api"),
                 address: key("10.0.1.2:80", None),
+                slot: u32::MAX,
                 outcome: ProbeOutcome::Status(500),
             },
             &mut out,
@@ -1683,6 +1689,8 @@ fn timer_index_matches_a_scan_over_a_long_random_run() {
                 Event::ProbeCompleted {
                     upstream: Arc::from("api"),
                     address,
+                    // Every index is a wrong hint for some address: the key decides.
+                    slot: 0,
                     outcome,
                 },
                 &mut out,
@@ -1731,4 +1739,42 @@ fn timer_index_matches_a_scan_over_a_long_random_run() {
         }
     }
     assert!(probed > 3_000, "the run probed ({probed})");
+}
+
+#[test]
+fn a_reload_that_moves_a_tier_to_another_region_reports_the_new_region() {
+    let mut c = Controller::new();
+    let mut out = Vec::new();
+    c.apply(
+        Instant::ZERO,
+        Event::TopologyReplaced {
+            upstreams: vec![two_regions()],
+        },
+        &mut out,
+    );
+    // Same tiers, one region renamed: the tiers' regions are cached per configuration.
+    let moved = upstream(vec![
+        target("10.0.0.1:80", 0, "east", 100),
+        target("10.0.0.2:80", 0, "north", 100),
+        target("10.0.1.1:80", 1, "west", 100),
+        target("10.0.1.2:80", 1, "west", 100),
+    ]);
+    c.apply(
+        Instant::from_millis(1_000),
+        Event::TopologyReplaced {
+            upstreams: vec![moved],
+        },
+        &mut out,
+    );
+    let snapshot = c.snapshot("api").unwrap();
+    let regions: Vec<Vec<&str>> = snapshot
+        .tiers
+        .iter()
+        .map(|t| t.regions.iter().map(|r| &**r).collect())
+        .collect();
+    assert_eq!(regions, vec![vec!["east", "north"], vec!["west"]]);
+    let status = c
+        .upstream_status("api", Instant::from_millis(1_000))
+        .unwrap();
+    assert_eq!(&*status.tiers[0].regions[1], "north");
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sluice_core::event::ProbeOutcome;
 use sluice_core::snapshot::HealthStatus;
 use sluice_core::topology::{ActiveHealthCheck, HealthChecks, ProbeType};
-use sluice_proxy::probe_keepalive::{BODY_MAX, Kept, probe};
+use sluice_proxy::probe_keepalive::{BODY_MAX, Kept, Ready, probe, try_now};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -195,6 +195,37 @@ async fn http_probes_reuse_one_connection_and_send_http11_keepalive() {
 }
 
 #[tokio::test]
+async fn a_kept_connection_sends_the_current_host_path_and_headers() {
+    // The request is rendered once per connection and reused: a reload that changes the
+    // path or headers, or a different Host, must still be what is sent.
+    let backend = Scripted::start(Script::Reply(ok_length())).await;
+    let mut http = check(ProbeType::Http);
+    let (_, kept) = probes(backend.addr, &http, LONG, 2, None).await;
+    let last = || backend.last_request.lock().unwrap().clone();
+    assert!(last().starts_with("GET /health HTTP/1.1\r\nHost: backend.test\r\n"));
+    let (outcome, kept) = probe(backend.addr, &http, "other.test", LONG, kept, None).await;
+    assert_eq!(outcome, ProbeOutcome::Status(200));
+    assert!(
+        last().starts_with("GET /health HTTP/1.1\r\nHost: other.test\r\n"),
+        "{}",
+        last()
+    );
+    http.http_path = "/ready".into();
+    http.headers = vec![("X-Probe".into(), vec!["1".into()])];
+    let (outcome, kept) = probe(backend.addr, &http, "other.test", LONG, kept, None).await;
+    assert_eq!(outcome, ProbeOutcome::Status(200));
+    let request = last();
+    assert!(
+        request.starts_with("GET /ready HTTP/1.1\r\nHost: other.test\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("X-Probe: 1\r\n"), "{request}");
+    assert!(kept.is_some());
+    assert_eq!(backend.accepted(), 1, "all on one connection");
+    assert_eq!(backend.requests(), 4);
+}
+
+#[tokio::test]
 async fn chunked_bodies_are_read_whole_and_the_connection_reused() {
     let chunked = b"HTTP/1.1 503 Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndown\r\n3;ext=1\r\n!!!\r\n0\r\n\r\n".to_vec();
     let backend = Scripted::start(Script::Reply(chunked)).await;
@@ -370,6 +401,57 @@ async fn tcp_probes_keep_a_connection_and_reconnect_when_it_ends() {
         "the killed backend is detected"
     );
     assert!(kept.is_none());
+}
+
+#[tokio::test]
+async fn tcp_probes_on_a_usable_kept_connection_are_answered_at_once_and_others_run() {
+    let backend = Scripted::start(Script::Silent).await;
+    let tcp = check(ProbeType::Tcp);
+    let (_, kept) = probes(backend.addr, &tcp, LONG, 1, None).await;
+    let now = tokio::time::Instant::now;
+    // Young and idle: the answer `probe` would give, with the same connection.
+    let kept = match try_now(&tcp, LONG, kept, now()) {
+        Ready::Success(kept) => kept,
+        other => panic!("expected an answer at once, got {other:?}"),
+    };
+    // Past the max age: run a full probe without it (it reconnects).
+    assert!(matches!(
+        try_now(&tcp, Duration::ZERO, Some(kept), now()),
+        Ready::Run(None)
+    ));
+    // http probes always run (their answer needs an exchange), with their connection.
+    let (_, kept) = probes(backend.addr, &tcp, LONG, 1, None).await;
+    let http = check(ProbeType::Http);
+    assert!(matches!(
+        try_now(&http, LONG, kept, now()),
+        Ready::Run(Some(_))
+    ));
+    // A closed connection is dropped, and the full probe then sees the refusal.
+    let (_, mut kept) = probes(backend.addr, &tcp, LONG, 1, None).await;
+    backend.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut last = ProbeOutcome::TcpSuccess;
+    while last == ProbeOutcome::TcpSuccess && tokio::time::Instant::now() < deadline {
+        kept = match try_now(&tcp, LONG, kept, now()) {
+            Ready::Success(conn) => Some(conn),
+            Ready::Run(conn) => {
+                assert!(
+                    conn.is_none(),
+                    "an unusable tcp connection is not handed on"
+                );
+                let (outcome, next) =
+                    probe(backend.addr, &tcp, "backend.test", LONG, conn, None).await;
+                last = outcome;
+                next
+            }
+        };
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        last,
+        ProbeOutcome::TcpFailure,
+        "the killed backend is detected"
+    );
 }
 
 // ---- through the gateway ---------------------------------------------------------------
