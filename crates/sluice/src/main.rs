@@ -106,6 +106,16 @@ pub struct ListenArgs {
     /// Token every admin request must carry (`Authorization: Bearer <token>`).
     #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve simple HTTP/1.1 requests on the fast lane (default). `false` sends every
+    /// connection through hyper: for comparison, and as a way out.
+    #[arg(
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL",
+        env = "SLUICE_HTTP1_FAST_LANE"
+    )]
+    pub http1_fast_lane: bool,
 }
 
 /// The demo binds everything to loopback: it is for trying Sluice on one machine.

@@ -67,6 +67,7 @@ pub async fn run_file(
         token: listen.admin_token,
         dns_resolvers,
         trusted_proxies,
+        fast_lane: listen.http1_fast_lane,
     };
     serve(
         loaded.config,
@@ -91,6 +92,7 @@ pub async fn run_demo(listen: DemoListenArgs, log: LogArgs) -> anyhow::Result<()
         token: None,
         dns_resolvers: Vec::new(),
         trusted_proxies: TrustedProxies::default(),
+        fast_lane: true,
     };
     println!(
         "Sluice demo: {} backends for {} upstreams (primary and secondary regions) on loopback.",
@@ -118,6 +120,8 @@ struct Listeners {
     dns_resolvers: Vec<SocketAddr>,
     /// Kong's realip settings (`--trusted-ips` and friends).
     trusted_proxies: TrustedProxies,
+    /// `--http1-fast-lane`.
+    fast_lane: bool,
 }
 
 /// Starts the gateway, the Admin API and the status page; reloads on SIGHUP (when the
@@ -145,6 +149,7 @@ async fn serve(
         access_log: log.access_log,
         dns_resolvers: listen.dns_resolvers.clone(),
         trusted_proxies: listen.trusted_proxies.clone(),
+        fast_lane: listen.fast_lane,
         ..GatewayOptions::default()
     };
     let gateway = Arc::new(Gateway::start(config, options).await?);
