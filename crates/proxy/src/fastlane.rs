@@ -407,7 +407,7 @@ async fn handle(
         clock: &shared.core.clock,
     };
     let mut report = Report::default();
-    let result = forward::forward(&cx, service, &outgoing, &mut report).await;
+    let result = forward::forward(&cx, service, &outgoing, &mut report, started).await;
     proxy::apply_report(&mut record, report);
     let success = match result {
         Ok(success) => success,
@@ -446,8 +446,17 @@ async fn handle(
     out.push(b' ');
     out.extend_from_slice(wire::reason(status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_response_headers(out, &response_head.headers, chunked_out, started);
-    let proxy_latency = started.elapsed().saturating_sub(upstream_latency);
+    write_response_headers(
+        out,
+        &response_head.headers,
+        chunked_out,
+        success.received_at,
+    );
+    // Up to the upstream's response header (read when it arrived: no clock read here).
+    let received_at = success.received_at;
+    let proxy_latency = received_at
+        .saturating_duration_since(started)
+        .saturating_sub(upstream_latency);
     millis_line(out, &headers::UPSTREAM_LATENCY, upstream_latency);
     millis_line(out, &headers::PROXY_LATENCY, proxy_latency);
     headers::line(out, headers::REQUEST_ID.as_str().as_bytes(), request_id);
@@ -482,17 +491,11 @@ fn write_response_headers(
     chunked_out: bool,
     now: Instant,
 ) {
-    let connection_values = || response.values(b"connection").filter_map(wire::header_str);
-    let has_listed = connection_values().next().is_some();
+    let listed = wire::ListedNames::of(response);
     let mut via: Option<&[u8]> = None;
     let mut date = false;
     for (name, value) in response.iter() {
-        if wire::is_hop_by_hop(name)
-            || (has_listed
-                && connection_values()
-                    .flat_map(|v| v.split(','))
-                    .any(|t| name.eq_ignore_ascii_case(t.trim().as_bytes())))
-        {
+        if wire::is_hop_by_hop(name) || listed.contains(name) {
             continue;
         }
         if wire::name_is(name, b"via") {

@@ -142,6 +142,8 @@ pub struct Success {
     pub in_flight: Option<InFlight>,
     /// Time from the start of the winning attempt to its response header.
     pub upstream_latency: Duration,
+    /// When that response header arrived.
+    pub received_at: Instant,
 }
 
 /// What the forwarder learned, for the request record.
@@ -429,6 +431,7 @@ async fn attempt(
     host: Option<&HeaderValue>,
     tls: Option<&Arc<UpstreamTls>>,
     timeouts: Timeouts,
+    started: Instant,
 ) -> Result<UpstreamResponse, AttemptError> {
     let endpoint = endpoint(out, chosen_addr, host, tls);
     let mut conn = pool
@@ -467,6 +470,9 @@ async fn attempt(
     // A pooled connection the peer closed in the meantime fails before anything is
     // written; the request then goes out once more on a fresh connection (this is not
     // a retry: nothing reached the upstream).
+    // `read_timeout` runs from the send: for a pooled connection that is (within
+    // microseconds) the attempt's start, read once already; after a connect, now.
+    let mut sent_at = if conn.reused { started } else { Instant::now() };
     for _ in 0..2 {
         let reused = conn.reused;
         let sent = {
@@ -475,7 +481,7 @@ async fn attempt(
             loop {
                 let deadline = match &progress {
                     Some(p) => p.deadline(timeouts.write, timeouts.read),
-                    None => Instant::now() + timeouts.read,
+                    None => sent_at + timeouts.read,
                 };
                 tokio::select! {
                     result = &mut send => break result,
@@ -512,6 +518,7 @@ async fn attempt(
                     .connect(&endpoint, timeouts.connect)
                     .await
                     .map_err(connect_failure)?;
+                sent_at = Instant::now();
             }
             Err(e) => return Err(exchange_failure(e)),
         }
@@ -547,6 +554,7 @@ async fn run_one(
         chosen.host_header.as_ref(),
         tls,
         timeouts,
+        started,
     )
     .await;
     let ended = Instant::now();
@@ -620,6 +628,7 @@ impl Loop<'_, '_> {
                         response,
                         in_flight,
                         upstream_latency: latency,
+                        received_at: ended,
                     })),
                 )
             }
@@ -672,14 +681,16 @@ pub async fn forward(
     service: &ServiceRuntime,
     out: &Outgoing,
     report: &mut Report,
+    started: Instant,
 ) -> Result<Success, ProxyError> {
     let timeouts = Timeouts {
         connect: service.connect_timeout,
         write: service.write_timeout,
         read: service.read_timeout,
     };
-    // One clock read for the retry budget's deposit and the first pick.
-    let request_now = cx.clock.now();
+    // The request's start (already read) stands for now in the retry budget's deposit
+    // and the first pick: both work in milliseconds.
+    let request_now = cx.clock.at(started);
     let mut first_now = Some(request_now);
     let mut source = match &service.target {
         ServiceTarget::Upstream(up) => {

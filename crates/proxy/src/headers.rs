@@ -320,42 +320,13 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
 pub fn write_upstream_headers(out: &mut Vec<u8>, raw: &RawHeaders, facts: &ClientFacts<'_>) {
     let connection = facts.connection;
     // Names the client's `Connection` header lists are hop-by-hop for this message.
-    let mut listed: [&[u8]; 8] = [b""; 8];
-    let mut listed_len = 0usize;
-    let mut listed_overflow = false;
-    for value in raw.values(b"connection").filter_map(wire::header_str) {
-        for token in value.split(',') {
-            let token = token.trim();
-            if token.is_empty() {
-                continue;
-            }
-            match listed.get_mut(listed_len) {
-                Some(slot) => {
-                    *slot = token.as_bytes();
-                    listed_len += 1;
-                }
-                None => listed_overflow = true,
-            }
-        }
-    }
-    let is_listed = |name: &[u8]| -> bool {
-        listed
-            .iter()
-            .take(listed_len)
-            .any(|t| name.eq_ignore_ascii_case(t))
-            || (listed_overflow
-                && raw
-                    .values(b"connection")
-                    .filter_map(wire::header_str)
-                    .flat_map(|v| v.split(','))
-                    .any(|t| name.eq_ignore_ascii_case(t.trim().as_bytes())))
-    };
+    let listed = wire::ListedNames::of(raw);
     let mut forwarded_for: Option<&[u8]> = None;
     let mut forwarded_for_present = false;
     let mut via: Option<&[u8]> = None;
     let (mut has_proto, mut has_host, mut has_port, mut has_path) = (false, false, false, false);
     for (name, value) in raw.iter() {
-        if wire::is_hop_by_hop(name) || (listed_len > 0 && is_listed(name)) {
+        if wire::is_hop_by_hop(name) || listed.contains(name) {
             continue;
         }
         let keep = match name.len() {

@@ -572,7 +572,7 @@ pub async fn handle(
         clock: &shared.core.clock,
     };
     let mut report = Report::default();
-    let result = forward::forward(&cx, service, &outgoing, &mut report).await;
+    let result = forward::forward(&cx, service, &outgoing, &mut report, started).await;
     apply_report(&mut record, report);
     match result {
         Err(err) => {

@@ -77,6 +77,62 @@ impl RawHeaders {
     }
 }
 
+/// The header names a message's `Connection` headers list (RFC 9110 §7.6.1: they are
+/// hop-by-hop for this message). Names that are hop-by-hop anyway (`keep-alive`,
+/// `upgrade`, ...) are left out, so the common `Connection: keep-alive` lists nothing
+/// and costs nothing per header.
+#[derive(Debug)]
+pub struct ListedNames<'a> {
+    names: [&'a [u8]; 8],
+    len: usize,
+    /// More than eight names: look them up in the headers again (never in practice).
+    overflow: Option<&'a RawHeaders>,
+}
+
+impl<'a> ListedNames<'a> {
+    pub fn of(headers: &'a RawHeaders) -> Self {
+        let mut listed = ListedNames {
+            names: [b""; 8],
+            len: 0,
+            overflow: None,
+        };
+        for value in headers.values(b"connection").filter_map(header_str) {
+            for token in value.split(',') {
+                let token = token.trim().as_bytes();
+                if token.is_empty() || is_hop_by_hop(token) {
+                    continue;
+                }
+                match listed.names.get_mut(listed.len) {
+                    Some(slot) => {
+                        *slot = token;
+                        listed.len += 1;
+                    }
+                    None => listed.overflow = Some(headers),
+                }
+            }
+        }
+        listed
+    }
+
+    /// Whether `name` is listed.
+    pub fn contains(&self, name: &[u8]) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        self.names
+            .iter()
+            .take(self.len)
+            .any(|t| t.len() == name.len() && name.eq_ignore_ascii_case(t))
+            || self.overflow.is_some_and(|headers| {
+                headers
+                    .values(b"connection")
+                    .filter_map(header_str)
+                    .flat_map(|v| v.split(','))
+                    .any(|t| name.eq_ignore_ascii_case(t.trim().as_bytes()))
+            })
+    }
+}
+
 /// How the body of a message is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
