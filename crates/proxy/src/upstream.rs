@@ -43,6 +43,13 @@ pub const MAX_RESPONSE_HEADERS: usize = 100;
 /// every real head (large `Set-Cookie` sets included) and bounds a hostile upstream.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
+/// Request bodies up to this size are copied into the head's buffer and written with
+/// it; larger ones go as a second segment. 4 KiB: copying it costs less than a segment.
+const INLINE_BODY: usize = 4 * 1024;
+
+/// A write buffer grown past this (a huge head) is not kept with the idle connection.
+const MAX_KEPT_OUT: usize = 64 * 1024;
+
 /// Read-buffer growth step. One read of 16 KiB takes a typical API response (head and
 /// body) whole; bodies larger than that stream in pieces of this size.
 const READ_CHUNK: usize = 16 * 1024;
@@ -126,6 +133,9 @@ impl AsyncWrite for Stream {
 pub struct UpstreamConn {
     stream: Stream,
     buf: BytesMut,
+    /// The request is assembled here and written with one contiguous buffer: the
+    /// kernel's per-segment cost for eight small `iovec`s was more than copying them.
+    out: Vec<u8>,
 }
 
 /// The request to write, in pieces that are shared between attempts.
@@ -187,6 +197,7 @@ impl UpstreamConn {
         UpstreamConn {
             stream,
             buf: BytesMut::new(),
+            out: Vec::new(),
         }
     }
 
@@ -244,15 +255,26 @@ impl UpstreamConn {
                 UpstreamBody::Full(Some(bytes)) => bytes,
                 _ => b"",
             };
+            // Head and a small body in one buffer; a large body goes as its own segment
+            // (copying it would cost more than the extra segment).
+            let inline_body = full.len() <= INLINE_BODY;
+            let out = &mut self.out;
+            out.clear();
+            out.extend_from_slice(request.line);
+            if !host.is_empty() {
+                out.extend_from_slice(b"host: ");
+                out.extend_from_slice(host);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(request.headers);
+            out.extend_from_slice(framing);
+            out.extend_from_slice(b"\r\n");
+            if inline_body {
+                out.extend_from_slice(full);
+            }
             let mut slices = [
-                IoSlice::new(request.line),
-                IoSlice::new(if host.is_empty() { b"" } else { b"host: " }),
-                IoSlice::new(host),
-                IoSlice::new(if host.is_empty() { b"" } else { b"\r\n" }),
-                IoSlice::new(request.headers),
-                IoSlice::new(framing),
-                IoSlice::new(b"\r\n"),
-                IoSlice::new(full),
+                IoSlice::new(out),
+                IoSlice::new(if inline_body { b"" } else { full }),
             ];
             wire::write_all_vectored(&mut self.stream, &mut slices)
                 .await
@@ -263,6 +285,9 @@ impl UpstreamConn {
                         ExchangeError::Write(e)
                     }
                 })?;
+            if self.out.capacity() > MAX_KEPT_OUT {
+                self.out = Vec::new();
+            }
         }
         if matches!(body, UpstreamBody::Streaming { .. }) {
             self.write_streamed_body(body, request.chunked).await?;
