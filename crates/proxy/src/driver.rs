@@ -398,10 +398,19 @@ pub async fn run(core: Arc<Core>, inbox: Inbox, shutdown: Arc<Notify>) {
     let mut wake_at = next_wake(&core, last_tick);
     // One event buffer for the driver's life: attempt reports arrive at request rate.
     let mut batch = Vec::with_capacity(EVENT_BATCH);
+    // The waits live across iterations: the driver wakes for every batch of attempt
+    // reports (thousands of times a second under load), and making two fresh `Notify`
+    // waiters and a fresh timer each time cost more than handling the batch.
+    let stop = shutdown.notified();
+    tokio::pin!(stop);
+    let woken = core.wake.notified();
+    tokio::pin!(woken);
+    let timer = tokio::time::sleep_until(wake_at);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.notified() => break,
+            () = &mut stop => break,
             received = events.recv() => {
                 let Some(first) = received else { break };
                 batch.push(first);
@@ -427,12 +436,22 @@ pub async fn run(core: Arc<Core>, inbox: Inbox, shutdown: Arc<Notify>) {
                 core.apply_batch(&mut batch);
                 wake_at = wake_at.min(recheck_after_events(&core, last_tick));
             }
-            _ = core.wake.notified() => wake_at = next_wake(&core, last_tick),
-            _ = tokio::time::sleep_until(wake_at) => {
+            () = &mut woken => {
+                // `notify_one` keeps a permit for a wake-up that comes before the next
+                // wait is polled, so none is lost between the two.
+                woken.set(core.wake.notified());
+                wake_at = next_wake(&core, last_tick);
+            }
+            () = &mut timer => {
                 last_tick = tokio::time::Instant::now();
                 core.tick();
                 wake_at = next_wake(&core, last_tick);
             }
+        }
+        // Moved only when the next wake-up changed (and always after it fired: the next
+        // one is at least a quantum later).
+        if timer.deadline() != wake_at {
+            timer.as_mut().reset(wake_at);
         }
     }
     // The probers hold no reference to the core; stop them with the driver.
