@@ -37,11 +37,11 @@ use tokio::time::Instant;
 
 use crate::body::REPLAY_LIMIT;
 use crate::error::{ErrorKind, error_body};
-use crate::forward::{self, Context, Outgoing, OutgoingBody, Report};
+use crate::forward::{Outgoing, OutgoingBody};
 use crate::headers::{self, ClientFacts, HeaderView};
 use crate::ids;
 use crate::proxy::{self, Completion, ConnInfo, Shared};
-use crate::record::{ResponseSource, RouteRef, ServiceRef};
+use crate::record::ResponseSource;
 use crate::router::{RequestFacts, upstream_path};
 use crate::runtime::ServiceTarget;
 use crate::server::{HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
@@ -293,14 +293,7 @@ async fn handle(
         return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     };
     let info = matched.info.clone();
-    record.route = Some(RouteRef {
-        index: info.route.index,
-        label: info.route.label.clone(),
-    });
-    record.service = info.service.as_ref().map(|s| ServiceRef {
-        index: s.index,
-        label: s.label.clone(),
-    });
+    proxy::record_route(&mut record, &info);
     if let Some(code) = info.https_redirect {
         let status = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::UPGRADE_REQUIRED);
         let answer = if status.is_redirection() {
@@ -405,26 +398,12 @@ async fn handle(
         hedge_after,
         retry_on_status,
     };
-    let cx = Context {
-        pool: &shared.pool,
-        dns: &shared.core.dns,
-        events: &shared.core.events,
-        clock: &shared.core.clock,
-    };
-    let mut report = Report::default();
-    let result = forward::forward(&cx, service, &outgoing, &mut report, started).await;
-    proxy::apply_report(&mut record, report);
-    let success = match result {
+    let forwarded =
+        proxy::forward_recorded(shared, service, &outgoing, started, &mut record, request_id).await;
+    let success = match forwarded {
         Ok(success) => success,
-        Err(err) => {
-            tracing::debug!(
-                request_id = std::str::from_utf8(request_id).unwrap_or(""),
-                kind = err.kind.as_str(),
-                side = ?err.side,
-                retry_safe = err.retry_safe,
-                "request failed"
-            );
-            let answer = gateway(err.kind, record);
+        Err(kind) => {
+            let answer = gateway(kind, record);
             return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
         }
     };

@@ -13,6 +13,7 @@ pub mod body;
 pub mod dns;
 pub mod driver;
 pub mod error;
+pub mod fasthash;
 pub mod fastlane;
 pub mod forward;
 pub mod gateway;

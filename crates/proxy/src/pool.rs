@@ -29,6 +29,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::fasthash::FastHash;
 use crate::tls::UpstreamTls;
 use crate::upstream::{Stream, UpstreamConn};
 
@@ -133,53 +134,10 @@ impl Idle {
 /// that many short lists takes well under a millisecond.
 const SWEEP_KEYS: usize = 4096;
 
-/// A fast hasher for pool keys (FxHash's multiply-rotate). The map is looked up twice per
-/// request (check-out, check-in) and its keys are addresses the configuration and DNS
-/// chose, so SipHash's protection against chosen keys buys nothing here but costs most
-/// of the lookup. (TLS keys with a client-chosen server name are bounded by
-/// [`SWEEP_KEYS`].)
-#[derive(Default, Clone, Copy)]
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            for (slot, b) in word.iter_mut().zip(chunk) {
-                *slot = *b;
-            }
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        /// FxHash's multiplier (from Firefox): odd, with well-spread bits.
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(K);
-    }
-
-    fn write_u8(&mut self, value: u8) {
-        self.write_u64(u64::from(value));
-    }
-
-    fn write_u16(&mut self, value: u16) {
-        self.write_u64(u64::from(value));
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.write_u64(u64::from(value));
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.write_u64(value as u64);
-    }
-}
-
-type KeyMap<V> = HashMap<PoolKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+/// The pool's map: looked up twice per request (check-out, check-in) with keys the
+/// configuration and DNS chose, so the fast hasher (TLS keys with a client-chosen server
+/// name are bounded by [`SWEEP_KEYS`]).
+type KeyMap<V> = HashMap<PoolKey, V, FastHash>;
 
 /// Keep-alive pool of HTTP/1.1 connections, keyed by address and TLS identity.
 #[derive(Default)]

@@ -35,16 +35,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sluice_core::event::ProbeOutcome;
 use sluice_core::topology::{ActiveHealthCheck, ProbeType};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
-use tokio_rustls::client::TlsStream;
 
 use crate::probe::{self, HttpVersion};
 use crate::tls;
@@ -113,70 +110,8 @@ impl Kept {
     }
 }
 
-/// A plain or TLS probe connection.
-enum Conn {
-    Tcp(TcpStream),
-    // Boxed: TLS session state is kilobytes, and idle kept connections are many.
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Conn::Tcp(_) => "Conn::Tcp",
-            Conn::Tls(_) => "Conn::Tls",
-        })
-    }
-}
-
-impl Conn {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Tcp(stream) => stream,
-            Conn::Tls(stream) => stream.get_ref().0,
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
-            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
-            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_flush(cx),
-            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
-            Conn::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// A plain or TLS probe connection (the data plane's upstream stream type).
+type Conn = crate::upstream::Stream;
 
 /// Run one keep-alive probe against `addr`, reusing `kept` when it is still usable.
 /// Returns the outcome and the connection to keep for the next probe, if any. A new
@@ -295,9 +230,9 @@ async fn open(
     match check.probe_type {
         ProbeType::Tcp | ProbeType::Grpc | ProbeType::Grpcs => {
             set_tcp_keepalive(&stream, check);
-            Ok(Conn::Tcp(stream))
+            Ok(Conn::Plain(stream))
         }
-        ProbeType::Http => Ok(Conn::Tcp(stream)),
+        ProbeType::Http => Ok(Conn::Plain(stream)),
         ProbeType::Https => Box::pin(probe::tls_handshake(
             stream,
             deadline,

@@ -23,7 +23,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +37,7 @@ use sluice_core::snapshot::AddressKey;
 use sluice_core::topology::{ActiveHealthCheck, ProbeType};
 use tokio::sync::{Notify, mpsc};
 
+use crate::fasthash::FastHash;
 use crate::headers::host_header_for;
 use crate::metrics::Metrics;
 use crate::probe;
@@ -56,51 +56,6 @@ pub const RESULT_BATCH: usize = 256;
 /// connection costs one idle socket, and sweeping rarely keeps the O(n) scan off the
 /// per-probe path.
 const KEPT_SWEEP_EVERY: Duration = Duration::from_secs(60);
-
-/// A hasher for the prober's per-probe sets and maps, whose keys are socket addresses and
-/// hostnames from the configuration (not from clients, so no flooding to defend against).
-/// SipHash, the default, was a few per cent of the CPU of keep-alive probing at 10,000
-/// probes a second; this is FxHash's multiply-rotate, a few nanoseconds per key.
-#[derive(Default, Clone, Copy)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // FxHash's constant (from Firefox, as in rustc): odd, bits well spread.
-        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(SEED);
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FastHash = BuildHasherDefault<AddrHasher>;
 
 /// One due probe, as the controller asked for it.
 #[derive(Debug)]

@@ -32,8 +32,8 @@ use crate::ids;
 use crate::pool::Pool;
 use crate::realip::TrustedProxies;
 use crate::record::{RequestRecord, ResponseSource, RouteRef, ServiceRef};
-use crate::router::{RequestFacts, RouteMatch, upstream_path};
-use crate::runtime::{Runtime, ServiceTarget, UpstreamRuntime};
+use crate::router::{RequestFacts, RouteInfo, RouteMatch, upstream_path};
+use crate::runtime::{Runtime, ServiceRuntime, ServiceTarget, UpstreamRuntime};
 use crate::tunnel;
 use crate::wire::Rewind;
 
@@ -374,14 +374,7 @@ pub async fn handle(
         ));
     };
     let info = matched.info.clone();
-    record.route = Some(RouteRef {
-        index: info.route.index,
-        label: info.route.label.clone(),
-    });
-    record.service = info.service.as_ref().map(|s| ServiceRef {
-        index: s.index,
-        label: s.label.clone(),
-    });
+    record_route(&mut record, &info);
 
     if let Some(code) = info.https_redirect {
         return Ok(https_redirect(
@@ -565,32 +558,23 @@ pub async fn handle(
         retry_on_status,
     };
 
-    let cx = Context {
-        pool: &shared.pool,
-        dns: &shared.core.dns,
-        events: &shared.core.events,
-        clock: &shared.core.clock,
-    };
-    let mut report = Report::default();
-    let result = forward::forward(&cx, service, &outgoing, &mut report, started).await;
-    apply_report(&mut record, report);
-    match result {
-        Err(err) => {
-            tracing::debug!(
-                request_id = ?request_id,
-                kind = err.kind.as_str(),
-                side = ?err.side,
-                retry_safe = err.retry_safe,
-                "request failed"
-            );
-            Ok(gateway_response(
-                &shared,
-                err.kind,
-                &request_id,
-                started,
-                record,
-            ))
-        }
+    let forwarded = forward_recorded(
+        &shared,
+        service,
+        &outgoing,
+        started,
+        &mut record,
+        request_id.as_bytes(),
+    )
+    .await;
+    match forwarded {
+        Err(kind) => Ok(gateway_response(
+            &shared,
+            kind,
+            &request_id,
+            started,
+            record,
+        )),
         Ok(mut success) => {
             let status = success.response.head.status;
             let switching = status == StatusCode::SWITCHING_PROTOCOLS.as_u16();
@@ -675,6 +659,50 @@ pub async fn handle(
             Ok(response)
         }
     }
+}
+
+/// The matched route and its service, as the record (metrics labels) names them.
+pub(crate) fn record_route(record: &mut RequestRecord, info: &RouteInfo) {
+    record.route = Some(RouteRef {
+        index: info.route.index,
+        label: info.route.label.clone(),
+    });
+    record.service = info.service.as_ref().map(|s| ServiceRef {
+        index: s.index,
+        label: s.label.clone(),
+    });
+}
+
+/// Forward a prepared request (both lanes): the forwarder's report goes into the record,
+/// and a failure is logged with its side and retry safety and comes back as the kind
+/// that decides the client's answer.
+pub(crate) async fn forward_recorded(
+    shared: &Arc<Shared>,
+    service: &ServiceRuntime,
+    outgoing: &Outgoing,
+    started: Instant,
+    record: &mut RequestRecord,
+    request_id: &[u8],
+) -> Result<forward::Success, ErrorKind> {
+    let cx = Context {
+        pool: &shared.pool,
+        dns: &shared.core.dns,
+        events: &shared.core.events,
+        clock: &shared.core.clock,
+    };
+    let mut report = Report::default();
+    let result = forward::forward(&cx, service, outgoing, &mut report, started).await;
+    apply_report(record, report);
+    result.map_err(|err| {
+        tracing::debug!(
+            request_id = std::str::from_utf8(request_id).unwrap_or(""),
+            kind = err.kind.as_str(),
+            side = ?err.side,
+            retry_safe = err.retry_safe,
+            "request failed"
+        );
+        err.kind
+    })
 }
 
 /// The upstream request in wire form: request line and header lines (with the body's
