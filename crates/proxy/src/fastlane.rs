@@ -717,3 +717,137 @@ fn millis_line(out: &mut Vec<u8>, name: &http::HeaderName, d: Duration) {
     wire::push_decimal(out, u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     out.extend_from_slice(b"\r\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(head: &str) -> &'static str {
+        let buf = BytesMut::from(head.as_bytes());
+        let mut positions = Vec::new();
+        match parse(&buf, u64::MAX, &mut positions) {
+            Parse::Fast(_) => "fast",
+            Parse::Partial => "partial",
+            Parse::HandOff => "hyper",
+        }
+    }
+
+    /// Which requests the fast lane takes: the simple ones; everything else is hyper's.
+    #[test]
+    fn the_fast_lane_takes_only_simple_http11_requests() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "plain GET",
+                "GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "fast",
+            ),
+            (
+                "small body",
+                "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+                "fast",
+            ),
+            (
+                "close asked",
+                "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+                "fast",
+            ),
+            (
+                "incomplete head",
+                "GET / HTTP/1.1\r\nHost: x\r\n",
+                "partial",
+            ),
+            ("HTTP/1.0", "GET / HTTP/1.0\r\n\r\n", "hyper"),
+            ("h2c preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "hyper"),
+            (
+                "absolute form",
+                "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+                "hyper",
+            ),
+            (
+                "chunked body",
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "hyper",
+            ),
+            (
+                "expect",
+                "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                "hyper",
+            ),
+            (
+                "websocket",
+                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                "hyper",
+            ),
+            (
+                "bad length",
+                "POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                "hyper",
+            ),
+            (
+                "two lengths",
+                "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "hyper",
+            ),
+            (
+                "large body",
+                "POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
+                "hyper",
+            ),
+            ("garbage", "\x00\x01 not http\r\n\r\n", "hyper"),
+        ];
+        for (what, head, expected) in cases {
+            assert_eq!(decide(head), *expected, "{what}");
+        }
+        // A body over the gateway's limit goes to hyper, which answers 413.
+        let buf = BytesMut::from(&b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n"[..]);
+        assert!(matches!(parse(&buf, 5, &mut Vec::new()), Parse::HandOff));
+    }
+
+    fn response_headers(head: &str, chunked_out: bool) -> String {
+        let raw = Bytes::from(head.to_owned());
+        let mut storage = [httparse::EMPTY_HEADER; 16];
+        let mut response = httparse::Response::new(&mut storage);
+        assert!(response.parse(&raw).expect("valid head").is_complete());
+        let mut positions = Vec::new();
+        wire::header_positions(&raw, response.headers, &mut positions);
+        let headers = RawHeaders {
+            raw: raw.clone(),
+            positions,
+        };
+        let mut out = Vec::new();
+        write_response_headers(&mut out, &headers, chunked_out, Instant::now());
+        String::from_utf8(out).expect("ascii")
+    }
+
+    /// The client gets the upstream's headers minus hop-by-hop ones (and those its
+    /// `Connection` names), `Via` extended, a `Date` when the upstream sent none, and
+    /// chunked framing instead of a length it cannot use.
+    #[test]
+    fn response_heads_drop_hop_by_hop_headers_and_extend_via() {
+        let out = response_headers(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-secret\r\nx-secret: 1\r\nKeep-Alive: timeout=5\r\nVia: 1.1 edge\r\nContent-Length: 5\r\nx-sluice-request-id: forged\r\nx-app: yes\r\n\r\n",
+            false,
+        );
+        assert!(out.contains("x-app: yes\r\n"), "{out}");
+        assert!(out.contains("Content-Length: 5\r\n"), "{out}");
+        assert!(out.contains("via: 1.1 edge, 1.1 sluice\r\n"), "{out}");
+        assert!(out.contains("date: "), "added when absent: {out}");
+        for gone in ["Connection", "x-secret", "Keep-Alive", "forged"] {
+            assert!(
+                !out.contains(gone),
+                "{gone} must not reach the client: {out}"
+            );
+        }
+        let out = response_headers(
+            "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 5\r\n\r\n",
+            true,
+        );
+        assert!(out.contains("transfer-encoding: chunked\r\n"), "{out}");
+        assert!(!out.contains("Content-Length"), "{out}");
+        assert_eq!(
+            out.matches("ate: ").count(),
+            1,
+            "the upstream's Date is kept: {out}"
+        );
+    }
+}

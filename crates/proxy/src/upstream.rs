@@ -717,6 +717,76 @@ impl ResponseBody {
 mod tests {
     use super::*;
 
+    /// A real loopback exchange: the upstream answers in pieces (head and first chunk,
+    /// then the rest), the body is decoded across reads, and the connection goes back to
+    /// the pool at the last byte, ready for the next request.
+    #[tokio::test]
+    async fn a_chunked_response_is_read_across_reads_and_the_connection_is_pooled() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            for _ in 0..2 {
+                let mut request = vec![0u8; 1024];
+                let n = socket.read(&mut request).await.unwrap();
+                assert!(request[..n].starts_with(b"GET /x HTTP/1.1\r\nhost: up\r\n"));
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello")
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+                socket
+                    .write_all(b"\r\n6\r\n world\r\n0\r\n\r\n")
+                    .await
+                    .unwrap();
+            }
+            // Stay open until the client is done: a close would (rightly) keep the
+            // connection out of the pool.
+            let _ = socket.read(&mut [0u8; 1]).await;
+        });
+        let pool = Pool::new();
+        let endpoint = crate::pool::Endpoint::plain(addr);
+        for round in 0..2 {
+            let conn = pool
+                .get(&endpoint, std::time::Duration::from_secs(1))
+                .await
+                .unwrap();
+            assert_eq!(
+                conn.reused,
+                round == 1,
+                "the second request reuses the first's"
+            );
+            let mut upstream = conn.conn;
+            let parts = RequestParts {
+                line: b"GET /x HTTP/1.1\r\n",
+                host: Some(b"up"),
+                headers: b"",
+                head_request: false,
+                chunked: false,
+            };
+            let head = upstream
+                .exchange(&parts, &mut UpstreamBody::Full(None))
+                .await
+                .unwrap();
+            assert_eq!((head.status, head.framing), (200, Framing::Chunked));
+            let mut response =
+                UpstreamResponse::new(head, Lease::new(pool.clone(), conn.key, upstream));
+            let mut body = Vec::new();
+            while let Some(data) = std::future::poll_fn(|cx| response.body.poll_data(cx)).await {
+                body.extend_from_slice(&data.unwrap());
+            }
+            assert_eq!(body, b"hello world");
+            assert_eq!(
+                pool.idle_count(addr),
+                1,
+                "round {round}: back in the pool at the last byte"
+            );
+        }
+        drop(pool);
+        server.await.unwrap();
+    }
+
     fn parse(text: &str, head_request: bool) -> ParsedHead {
         match parse_response(text.as_bytes(), head_request) {
             Ok(Parsed::Complete(head)) => head,
