@@ -70,11 +70,6 @@ impl RawHeaders {
             })
             .map(|h| self.raw.get(h.value.clone()).unwrap_or_default())
     }
-
-    /// The first value of `lower`.
-    pub fn get<'a>(&'a self, lower: &'a [u8]) -> Option<&'a [u8]> {
-        self.values(lower).next()
-    }
 }
 
 /// The header names a message's `Connection` headers list (RFC 9110 §7.6.1: they are
@@ -226,10 +221,6 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
-    pub fn is_done(&self) -> bool {
-        self.state == Chunk::Done
-    }
-
     /// Consume from `buf` until a piece of data, the end, or the buffer runs out.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
         loop {
