@@ -170,12 +170,10 @@ impl<'a> Iterator for Values<'a> {
                 lower,
             } => {
                 while *next < *end {
-                    let pos = raw.positions.get(*next)?;
+                    let index = *next;
                     *next += 1;
-                    if pos.name.len() == lower.len()
-                        && wire::name_is(raw.raw.get(pos.name.clone())?, lower)
-                    {
-                        return raw.raw.get(pos.value.clone());
+                    if let Some(value) = raw.value_if_named(index, lower) {
+                        return Some(value);
                     }
                 }
                 None
@@ -196,11 +194,8 @@ impl<'a> DoubleEndedIterator for Values<'a> {
             } => {
                 while *end > *next {
                     *end -= 1;
-                    let pos = raw.positions.get(*end)?;
-                    if pos.name.len() == lower.len()
-                        && wire::name_is(raw.raw.get(pos.name.clone())?, lower)
-                    {
-                        return raw.raw.get(pos.value.clone());
+                    if let Some(value) = raw.value_if_named(*end, lower) {
+                        return Some(value);
                     }
                 }
                 None

@@ -717,11 +717,12 @@ impl ResponseBody {
 mod tests {
     use super::*;
 
-    /// A real loopback exchange: the upstream answers in pieces (head and first chunk,
-    /// then the rest), the body is decoded across reads, and the connection goes back to
-    /// the pool at the last byte, ready for the next request.
+    /// A real loopback exchange: the upstream writes its answer in two pieces (head and
+    /// first chunk, then the rest; whether they arrive in one read or two is up to the
+    /// kernel, and both must decode alike), and the connection goes back to the pool at
+    /// the last byte, ready for the next request.
     #[tokio::test]
-    async fn a_chunked_response_is_read_across_reads_and_the_connection_is_pooled() {
+    async fn a_chunked_response_in_two_writes_is_decoded_and_the_connection_is_pooled() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

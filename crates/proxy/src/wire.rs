@@ -56,19 +56,22 @@ impl RawHeaders {
         })
     }
 
-    /// Every value of `lower` (a lower-case name), in order. Lengths are compared
-    /// before any byte (hot path: a few lookups per message over every header).
+    /// Every value of `lower` (a lower-case name), in order.
     pub fn values<'a>(&'a self, lower: &'a [u8]) -> impl DoubleEndedIterator<Item = &'a [u8]> {
-        self.positions
-            .iter()
-            .filter(move |h| {
-                h.name.len() == lower.len()
-                    && self
-                        .raw
-                        .get(h.name.clone())
-                        .is_some_and(|n| n.eq_ignore_ascii_case(lower))
-            })
-            .map(|h| self.raw.get(h.value.clone()).unwrap_or_default())
+        (0..self.positions.len()).filter_map(move |index| self.value_if_named(index, lower))
+    }
+
+    /// The value of header number `index` when its name is `lower`. Lengths are
+    /// compared before any byte (hot path: a few lookups per message over every
+    /// header).
+    pub fn value_if_named(&self, index: usize, lower: &[u8]) -> Option<&[u8]> {
+        let pos = self.positions.get(index)?;
+        if pos.name.len() != lower.len()
+            || !self.raw.get(pos.name.clone())?.eq_ignore_ascii_case(lower)
+        {
+            return None;
+        }
+        self.raw.get(pos.value.clone())
     }
 }
 
