@@ -191,7 +191,16 @@ pub async fn serve(
                     Parse::Fast(head) => break head,
                     Parse::Partial if buf.len() < MAX_HEAD_BYTES => {}
                     Parse::Partial | Parse::HandOff => {
-                        proxy::serve_hyper(stream, buf.freeze(), shared, info, draining).await;
+                        // Boxed: hyper's connection state is kilobytes that a
+                        // connection the fast lane keeps would otherwise carry.
+                        Box::pin(proxy::serve_hyper(
+                            stream,
+                            buf.freeze(),
+                            shared,
+                            info,
+                            draining,
+                        ))
+                        .await;
                         return;
                     }
                 }
@@ -647,7 +656,24 @@ struct GatewayAnswer {
     location: Option<(u16, String)>,
 }
 
-async fn write_gateway(
+/// [`answer_gateway`], boxed: a gateway answer is the uncommon end of a request, and its
+/// future's state inline would be carried (and copied) by every request's future.
+fn write_gateway<'a>(
+    shared: &'a Arc<Shared>,
+    stream: &'a mut TcpStream,
+    out: &'a mut Vec<u8>,
+    answer: GatewayAnswer,
+    request_id: &'a [u8],
+    started: Instant,
+    closing: bool,
+) -> std::pin::Pin<Box<impl Future<Output = After> + 'a>> {
+    Box::pin(answer_gateway(
+        shared, stream, out, answer, request_id, started, closing,
+    ))
+}
+
+/// Write a response the gateway makes itself (an error or a redirect) and record it.
+async fn answer_gateway(
     shared: &Arc<Shared>,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,

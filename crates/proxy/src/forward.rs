@@ -514,8 +514,8 @@ async fn attempt(
                 return Ok(UpstreamResponse::new(head, lease));
             }
             Err(ExchangeError::NotSent) if reused => {
-                conn = pool
-                    .connect(&endpoint, timeouts.connect)
+                // Boxed as in `Pool::get`: connecting is the uncommon path.
+                conn = Box::pin(pool.connect(&endpoint, timeouts.connect))
                     .await
                     .map_err(connect_failure)?;
                 sent_at = Instant::now();
@@ -711,9 +711,9 @@ pub async fn forward(
             port,
             host_header,
         } => {
-            let addrs = cx
-                .dns
-                .resolve_service(host, *port)
+            // Boxed: the resolver's future is large and most services have none, and
+            // whatever a future holds inline every request's future carries and copies.
+            let addrs = Box::pin(cx.dns.resolve_service(host, *port))
                 .await
                 .map_err(|_| ProxyError::before_send(ErrorKind::NameResolutionFailed))?;
             Source::Fixed {
@@ -760,41 +760,21 @@ pub async fn forward(
 
         let next = match hedge_after {
             None => lp.settle(run_one(cx.pool, out, chosen, tls, timeouts, false).await),
+            // Boxed: two racing attempts are twice the state of one, and only routes
+            // that ask for hedging pay for it (see `hedged`).
             Some(delay) => {
-                let first_id = Identity::of(&chosen);
-                let first_started = Instant::now();
-                let first = run_one(cx.pool, out, chosen, tls, timeouts, false);
-                tokio::pin!(first);
-                let early = tokio::select! {
-                    settled = &mut first => Some(settled),
-                    _ = tokio::time::sleep(delay) => None,
-                };
-                let hedge = match (&early, upstream) {
-                    (None, Some(up)) if up.slot.try_withdraw(cx.clock.now()) => source
-                        .choose(out, &mut tried, attempts, cx.clock.now())
-                        .ok(),
-                    _ => None,
-                };
-                match (early, hedge) {
-                    (Some(settled), _) => lp.settle(settled),
-                    (None, None) => lp.settle(first.await),
-                    (None, Some(hedge_chosen)) => {
-                        attempts += 1;
-                        lp.report.hedged = true;
-                        let hedge_id = Identity::of(&hedge_chosen);
-                        let hedge_started = Instant::now();
-                        let second = run_one(cx.pool, out, hedge_chosen, tls, timeouts, true);
-                        tokio::pin!(second);
-                        tokio::select! {
-                            settled = &mut first => {
-                                finish_race(&mut lp, settled, second, hedge_id, hedge_started, true).await
-                            }
-                            settled = &mut second => {
-                                finish_race(&mut lp, settled, first, first_id, first_started, false).await
-                            }
-                        }
-                    }
-                }
+                let race = hedged(
+                    &mut lp,
+                    &mut source,
+                    out,
+                    chosen,
+                    &mut tried,
+                    &mut attempts,
+                    tls,
+                    timeouts,
+                    delay,
+                );
+                Box::pin(race).await
             }
         };
 
@@ -847,6 +827,63 @@ pub async fn forward(
                 };
                 if !may_retry(failure, &service.retry) {
                     return Err(last_error);
+                }
+            }
+        }
+    }
+}
+
+/// One hedged attempt: `chosen` first and, if it has not settled after `delay` and the
+/// retry budget allows, a second address raced against it; the first usable answer wins
+/// and the other is cancelled.
+///
+/// A function of its own so that `forward` can box it: its state (two attempts in
+/// flight) would otherwise be part of every request's future, hedged or not, and be
+/// copied with it.
+#[allow(clippy::too_many_arguments)]
+async fn hedged(
+    lp: &mut Loop<'_, '_>,
+    source: &mut Source<'_>,
+    out: &Outgoing,
+    chosen: Chosen,
+    tried: &mut Tried,
+    attempts: &mut u32,
+    tls: Option<&Arc<UpstreamTls>>,
+    timeouts: Timeouts,
+    delay: Duration,
+) -> Next {
+    let cx = lp.cx;
+    let pool = cx.pool;
+    let first_id = Identity::of(&chosen);
+    let first_started = Instant::now();
+    let first = run_one(pool, out, chosen, tls, timeouts, false);
+    tokio::pin!(first);
+    let early = tokio::select! {
+        settled = &mut first => Some(settled),
+        _ = tokio::time::sleep(delay) => None,
+    };
+    let hedge = match (&early, lp.upstream) {
+        (None, Some(up)) if up.slot.try_withdraw(cx.clock.now()) => source
+            .choose(out, tried, *attempts, cx.clock.now())
+            .ok(),
+        _ => None,
+    };
+    match (early, hedge) {
+        (Some(settled), _) => lp.settle(settled),
+        (None, None) => lp.settle(first.await),
+        (None, Some(hedge_chosen)) => {
+            *attempts += 1;
+            lp.report.hedged = true;
+            let hedge_id = Identity::of(&hedge_chosen);
+            let hedge_started = Instant::now();
+            let second = run_one(pool, out, hedge_chosen, tls, timeouts, true);
+            tokio::pin!(second);
+            tokio::select! {
+                settled = &mut first => {
+                    finish_race(lp, settled, second, hedge_id, hedge_started, true).await
+                }
+                settled = &mut second => {
+                    finish_race(lp, settled, first, first_id, first_started, false).await
                 }
             }
         }

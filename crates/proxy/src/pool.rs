@@ -200,7 +200,10 @@ impl Pool {
                 reused: true,
             });
         }
-        self.connect(endpoint, connect_timeout).await
+        // Boxed: a connect (and a TLS handshake) is over a kilobyte of future state
+        // that a request served from the pool would otherwise carry and copy through
+        // every layer above it; the allocation is paid only when connecting.
+        Box::pin(self.connect(endpoint, connect_timeout)).await
     }
 
     /// Open a fresh connection (never from the pool): TCP, then for TLS endpoints the
