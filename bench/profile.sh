@@ -3,7 +3,7 @@
 # optionally a perf profile or a syscall count: the tool behind the "where the rest is"
 # paragraphs of BENCHMARKS.md (throughput.sh is the benchmark; this is the microscope).
 #
-#   bench/profile.sh <peer> [perf|strace]
+#   bench/profile.sh <peer> [perf|strace|callgrind]
 #   peer: sluice | nginx | haproxy (the drill configuration from `drill config`)
 #   env:  SLUICE_BIN (default target/release/sluice; for `perf`, a build with
 #         RUSTFLAGS="-C force-frame-pointers=yes" gives call graphs), WORK (default
@@ -41,8 +41,12 @@ mapfile -t argv < <(SLUICE_BIN="$BIN" "$DRILL" config --peer "$PEER" \
     --primary 127.0.0.1:18081,127.0.0.1:18082,127.0.0.1:18083 \
     --secondary 127.0.0.1:18084,127.0.0.1:18085 \
     --listen 127.0.0.1:18000 --admin 127.0.0.1:18001 --gui 127.0.0.1:18002 --dir "$W")
+# `callgrind`: the proxy runs under valgrind, and what is counted is instructions, not
+# time: a per-request count that machine noise does not move, for A/B checks of
+# user-space changes too small for the timings (about 30x slower; read the count only).
+[ "$MODE" = callgrind ] && argv=(valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out" "${argv[@]}")
 taskset -c 0 "${argv[@]}" > "$W/peer.log" 2>&1 & PROXY=$!; PIDS+=($PROXY)
-for _ in $(seq 50); do curl -fs -o /dev/null http://127.0.0.1:18000/ && break; sleep 0.1; done
+for _ in $(seq 300); do curl -fs -o /dev/null http://127.0.0.1:18000/ && break; sleep 0.1; done
 # NGINX and HAProxy fork: measure the worker (the last child), else the process itself.
 WPID=$PROXY; children=$(pgrep -P "$PROXY" || true); [ -n "$children" ] && WPID=$(echo $children | awk '{print $NF}')
 taskset -c 1 wrk -t1 -c64 -d2s http://127.0.0.1:18000/ > /dev/null
@@ -51,12 +55,21 @@ u0=$(stat_field 12); s0=$(stat_field 13)
 case "$MODE" in
   perf) perf record -F 2000 --call-graph fp -p "$WPID" -o "$W/perf.data" -- sleep 5 > /dev/null 2>&1 & TOOL=$! ;;
   strace) strace -c -f -p "$WPID" -o "$W/strace.txt" & TOOL=$!; sleep 0.5 ;;
+  callgrind) callgrind_control -z "$WPID" > /dev/null; TOOL= ;;
   *) TOOL= ;;
 esac
 taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" --latency http://127.0.0.1:18000/ > "$W/wrk.txt"
 u1=$(stat_field 12); s1=$(stat_field 13)
 [ "$MODE" = strace ] && kill -INT "$TOOL"
 [ -n "$TOOL" ] && { wait "$TOOL" || true; }
+if [ "$MODE" = callgrind ]; then
+    callgrind_control -d "$WPID" > /dev/null
+    sleep 1
+    dump=$(ls -t "$W"/callgrind.out* | head -1)
+    n=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
+    ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+    echo "instructions/request $((ir / n)) over $n requests (callgrind_annotate $dump)"
+fi
 n=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
 hz=$(getconf CLK_TCK)
 grep -E "Requests/sec|  99%" "$W/wrk.txt"

@@ -24,6 +24,7 @@
 //! (BENCHMARKS.md, "Throughput").
 
 use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -90,10 +91,12 @@ enum Parse {
 
 /// Parse a request head at the start of `buf`; on `Fast`, `positions` holds its
 /// headers' places.
-fn parse(buf: &BytesMut, max_body: u64, positions: &mut Vec<wire::HeaderPos>) -> Parse {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_FAST_HEADERS];
-    let mut request = httparse::Request::new(&mut storage);
-    let len = match request.parse(buf) {
+fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
+    // Uninitialised: httparse writes the headers it finds (filling 64 empty headers
+    // first costs about as much as parsing a typical head).
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FAST_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buf, &mut storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parse::Partial,
         Err(_) => return Parse::HandOff,
@@ -115,6 +118,7 @@ fn parse(buf: &BytesMut, max_body: u64, positions: &mut Vec<wire::HeaderPos>) ->
     };
     let mut content_length: Option<u64> = None;
     let mut close = false;
+    let mut connection_plain = true;
     for header in request.headers.iter() {
         let name = header.name.as_bytes();
         let value = header.value;
@@ -131,18 +135,21 @@ fn parse(buf: &BytesMut, max_body: u64, positions: &mut Vec<wire::HeaderPos>) ->
         {
             return Parse::HandOff;
         } else if wire::name_is(name, b"connection") {
-            if wire::lists_token(value, b"upgrade") {
+            let tokens = wire::ConnectionTokens::of(value);
+            if tokens.upgrade {
                 return Parse::HandOff;
             }
-            close |= wire::lists_token(value, b"close");
+            close |= tokens.close;
+            connection_plain &= !tokens.names_other;
         }
     }
     let content_length = content_length.unwrap_or(0);
     if content_length > REPLAY_LIMIT as u64 || content_length > max_body {
         return Parse::HandOff;
     }
-    positions.clear();
-    wire::header_positions(buf, request.headers, positions);
+    headers.positions.clear();
+    wire::header_positions(buf, request.headers, &mut headers.positions);
+    headers.connection_plain = connection_plain;
     Parse::Fast(Head {
         len,
         method,
@@ -183,11 +190,7 @@ pub async fn serve(
         let deadline = Instant::now() + HEADER_READ_TIMEOUT;
         let head = loop {
             if !buf.is_empty() {
-                match parse(
-                    &buf,
-                    shared.limits.max_request_body,
-                    &mut request_headers.positions,
-                ) {
+                match parse(&buf, shared.limits.max_request_body, &mut request_headers) {
                     Parse::Fast(head) => break head,
                     Parse::Partial if buf.len() < MAX_HEAD_BYTES => {}
                     Parse::Partial | Parse::HandOff => {
@@ -750,11 +753,36 @@ mod tests {
 
     fn decide(head: &str) -> &'static str {
         let buf = BytesMut::from(head.as_bytes());
-        let mut positions = Vec::new();
-        match parse(&buf, u64::MAX, &mut positions) {
+        match parse(&buf, u64::MAX, &mut RawHeaders::default()) {
             Parse::Fast(_) => "fast",
             Parse::Partial => "partial",
             Parse::HandOff => "hyper",
+        }
+    }
+
+    /// The parser marks a head whose `Connection` headers list only hop-by-hop names,
+    /// so no per-header lookup is made for it; a listed name still disappears.
+    #[test]
+    fn connection_listed_names_are_found_only_when_there_can_be_some() {
+        let cases = [
+            ("Connection: keep-alive\r\n", true),
+            ("", true),
+            ("Connection: keep-alive, X-Secret\r\n", false),
+            ("Connection: close\r\n", false),
+            ("Connection: te\r\nConnection: x-secret\r\n", false),
+        ];
+        for (connection, plain) in cases {
+            let head = format!("GET / HTTP/1.1\r\nHost: x\r\n{connection}X-Secret: 1\r\n\r\n");
+            let buf = BytesMut::from(head.as_bytes());
+            let mut headers = RawHeaders::default();
+            let Parse::Fast(parsed) = parse(&buf, u64::MAX, &mut headers) else {
+                panic!("{head:?} should be fast");
+            };
+            headers.raw = buf.freeze().slice(..parsed.len);
+            assert_eq!(headers.connection_plain, plain, "{head:?}");
+            let listed = wire::ListedNames::of(&headers);
+            let secret_listed = connection.to_ascii_lowercase().contains("x-secret");
+            assert_eq!(listed.contains(b"x-secret"), secret_listed, "{head:?}");
         }
     }
 
@@ -826,7 +854,10 @@ mod tests {
         }
         // A body over the gateway's limit goes to hyper, which answers 413.
         let buf = BytesMut::from(&b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n"[..]);
-        assert!(matches!(parse(&buf, 5, &mut Vec::new()), Parse::HandOff));
+        assert!(matches!(
+            parse(&buf, 5, &mut RawHeaders::default()),
+            Parse::HandOff
+        ));
     }
 
     fn response_headers(head: &str, chunked_out: bool) -> String {
@@ -839,6 +870,7 @@ mod tests {
         let headers = RawHeaders {
             raw: raw.clone(),
             positions,
+            connection_plain: false,
         };
         let mut out = Vec::new();
         write_response_headers(&mut out, &headers, chunked_out, Instant::now());

@@ -863,9 +863,9 @@ async fn hedged(
         _ = tokio::time::sleep(delay) => None,
     };
     let hedge = match (&early, lp.upstream) {
-        (None, Some(up)) if up.slot.try_withdraw(cx.clock.now()) => source
-            .choose(out, tried, *attempts, cx.clock.now())
-            .ok(),
+        (None, Some(up)) if up.slot.try_withdraw(cx.clock.now()) => {
+            source.choose(out, tried, *attempts, cx.clock.now()).ok()
+        }
         _ => None,
     };
     match (early, hedge) {

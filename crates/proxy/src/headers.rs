@@ -567,7 +567,11 @@ mod tests {
             prop_assert!(parsed.is_complete());
             let mut positions = Vec::new();
             wire::header_positions(&head, request.headers, &mut positions);
-            let raw = RawHeaders { raw: bytes::Bytes::from(head.clone()), positions };
+            let raw = RawHeaders {
+                raw: bytes::Bytes::from(head.clone()),
+                positions,
+                connection_plain: false,
+            };
             let mut out = Vec::new();
             write_upstream_headers(&mut out, &raw, &facts);
             let text = String::from_utf8(out).unwrap();

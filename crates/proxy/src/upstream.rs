@@ -20,6 +20,7 @@
 //! call while the connection is quiet).
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -359,6 +360,7 @@ impl UpstreamConn {
                             headers: RawHeaders {
                                 raw,
                                 positions: head.headers,
+                                connection_plain: head.connection_plain,
                             },
                             framing: head.framing,
                             reusable: head.reusable,
@@ -403,6 +405,7 @@ struct ParsedHead {
     status: u16,
     len: usize,
     headers: Vec<HeaderPos>,
+    connection_plain: bool,
     framing: Framing,
     reusable: bool,
 }
@@ -414,9 +417,16 @@ enum Parsed {
 
 /// Parse a response head at the start of `buf`.
 fn parse_response(buf: &[u8], head_request: bool) -> Result<Parsed, ExchangeError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut response = httparse::Response::new(&mut storage);
-    let len = match response.parse(buf) {
+    // Uninitialised: httparse writes the headers it finds (filling 100 empty headers
+    // first would cost more than parsing a typical head).
+    let mut storage =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut storage,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(_) => return Err(ExchangeError::Invalid),
@@ -430,6 +440,7 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Parsed, ExchangeErro
     let mut transfer_encoding = false;
     let mut close = false;
     let mut keep_alive = false;
+    let mut connection_plain = true;
     for header in response.headers.iter() {
         let name = header.name.as_bytes();
         let value = header.value;
@@ -447,8 +458,10 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Parsed, ExchangeErro
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if wire::name_is(name, b"connection") {
-            close |= wire::lists_token(value, b"close");
-            keep_alive |= wire::lists_token(value, b"keep-alive");
+            let tokens = wire::ConnectionTokens::of(value);
+            close |= tokens.close;
+            keep_alive |= tokens.keep_alive;
+            connection_plain &= !tokens.names_other;
         }
     }
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
@@ -477,6 +490,7 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Parsed, ExchangeErro
         status,
         len,
         headers,
+        connection_plain,
         framing,
         reusable,
     }))

@@ -43,6 +43,10 @@ pub fn header_positions(buf: &[u8], headers: &[httparse::Header<'_>], out: &mut 
 pub struct RawHeaders {
     pub raw: Bytes,
     pub positions: Vec<HeaderPos>,
+    /// Set by a parser that saw every `Connection` header: none lists anything but
+    /// hop-by-hop names (`keep-alive`, `upgrade`, ...), so [`ListedNames::of`] has
+    /// nothing to find and need not look. `false` (the default) means "look".
+    pub connection_plain: bool,
 }
 
 impl RawHeaders {
@@ -94,6 +98,9 @@ impl<'a> ListedNames<'a> {
             len: 0,
             overflow: None,
         };
+        if headers.connection_plain {
+            return listed;
+        }
         for value in headers.values(b"connection").filter_map(header_str) {
             for token in value.split(',') {
                 let token = token.trim().as_bytes();
@@ -402,6 +409,38 @@ pub fn header_str(value: &[u8]) -> Option<&str> {
     }
 }
 
+/// What one `Connection` header value lists, read in one pass (the parsers' view).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    /// A token that is not a hop-by-hop header name (`close` included: it names a
+    /// header too), so [`ListedNames`] must look at the value.
+    pub names_other: bool,
+}
+
+impl ConnectionTokens {
+    pub fn of(value: &[u8]) -> Self {
+        let mut tokens = ConnectionTokens::default();
+        for item in value.split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() {
+                continue;
+            }
+            if item.eq_ignore_ascii_case(b"keep-alive") {
+                tokens.keep_alive = true;
+            } else if item.eq_ignore_ascii_case(b"upgrade") {
+                tokens.upgrade = true;
+            } else {
+                tokens.close |= item.eq_ignore_ascii_case(b"close");
+                tokens.names_other |= !is_hop_by_hop(item);
+            }
+        }
+        tokens
+    }
+}
+
 /// Whether a comma-separated header value lists `token` (ASCII case-insensitive).
 pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
     value
@@ -618,6 +657,53 @@ pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
+
+    /// One pass over a `Connection` value finds the options the parsers act on and
+    /// whether it names any header that is not hop-by-hop anyway.
+    #[test]
+    fn connection_tokens_are_read_in_one_pass() {
+        let cases: [(&[u8], ConnectionTokens); 5] = [
+            (
+                b"keep-alive",
+                ConnectionTokens {
+                    keep_alive: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                b" Close ",
+                ConnectionTokens {
+                    close: true,
+                    names_other: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                b"Upgrade, keep-alive",
+                ConnectionTokens {
+                    upgrade: true,
+                    keep_alive: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                b"te, , x-trace",
+                ConnectionTokens {
+                    names_other: true,
+                    ..Default::default()
+                },
+            ),
+            (b"", ConnectionTokens::default()),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                ConnectionTokens::of(value),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
     use super::*;
     use proptest::prelude::*;
 
