@@ -41,10 +41,11 @@ mapfile -t argv < <(SLUICE_BIN="$BIN" "$DRILL" config --peer "$PEER" \
     --primary 127.0.0.1:18081,127.0.0.1:18082,127.0.0.1:18083 \
     --secondary 127.0.0.1:18084,127.0.0.1:18085 \
     --listen 127.0.0.1:18000 --admin 127.0.0.1:18001 --gui 127.0.0.1:18002 --dir "$W")
-# `callgrind`: the proxy runs under valgrind, and what is counted is instructions, not
+# `callgrind` (sluice only: an NGINX worker under valgrind runs as `nobody`, out of
+# callgrind_control's reach): the proxy runs under valgrind, and what is counted is instructions, not
 # time: a per-request count that machine noise does not move, for A/B checks of
 # user-space changes too small for the timings (about 30x slower; read the count only).
-[ "$MODE" = callgrind ] && argv=(valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out" "${argv[@]}")
+[ "$MODE" = callgrind ] && argv=(valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$W/callgrind.out.%p" "${argv[@]}")
 taskset -c 0 "${argv[@]}" > "$W/peer.log" 2>&1 & PROXY=$!; PIDS+=($PROXY)
 for _ in $(seq 300); do curl -fs -o /dev/null http://127.0.0.1:18000/ && break; sleep 0.1; done
 # NGINX and HAProxy fork: measure the worker (the last child), else the process itself.
@@ -55,7 +56,8 @@ u0=$(stat_field 12); s0=$(stat_field 13)
 case "$MODE" in
   perf) perf record -F 2000 --call-graph fp -p "$WPID" -o "$W/perf.data" -- sleep 5 > /dev/null 2>&1 & TOOL=$! ;;
   strace) strace -c -f -p "$WPID" -o "$W/strace.txt" & TOOL=$!; sleep 0.5 ;;
-  callgrind) callgrind_control -z "$WPID" > /dev/null; TOOL= ;;
+  # Zeroed in the background: valgrind takes the request when the process next runs.
+  callgrind) callgrind_control -z "$WPID" > /dev/null & TOOL=$!; sleep 0.2 ;;
   *) TOOL= ;;
 esac
 taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" --latency http://127.0.0.1:18000/ > "$W/wrk.txt"
@@ -63,9 +65,9 @@ u1=$(stat_field 12); s1=$(stat_field 13)
 [ "$MODE" = strace ] && kill -INT "$TOOL"
 [ -n "$TOOL" ] && { wait "$TOOL" || true; }
 if [ "$MODE" = callgrind ]; then
-    callgrind_control -d "$WPID" > /dev/null
-    sleep 1
-    dump=$(ls -t "$W"/callgrind.out* | head -1)
+    # The counts are written when the process exits.
+    kill -TERM "$PROXY"; wait "$PROXY" 2>/dev/null || true
+    dump="$W/callgrind.out.$WPID"
     n=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
     ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
     echo "instructions/request $((ir / n)) over $n requests (callgrind_annotate $dump)"
