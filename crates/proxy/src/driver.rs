@@ -18,7 +18,7 @@
 //! gateway's start ([`Clock`]), derived from tokio's clock so paused-clock tests work.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -117,6 +117,10 @@ pub struct Core {
     probe_results: mpsc::Sender<ResultBatch>,
     /// Upstreams whose gRPC probe type was downgraded to a TCP connect (logged once each).
     downgraded: Mutex<Vec<Arc<str>>>,
+    /// Set when the data plane applied an event itself ([`Core::report_attempt`]) since
+    /// the driver last looked at the timers: the driver is woken once per quantum for
+    /// that, not once per event.
+    applied_inline: AtomicBool,
 }
 
 impl std::fmt::Debug for Core {
@@ -159,6 +163,7 @@ impl Core {
             probers: Mutex::new(HashMap::new()),
             probe_results: probe_tx,
             downgraded: Mutex::new(Vec::new()),
+            applied_inline: AtomicBool::new(false),
         });
         (
             core,
@@ -185,6 +190,31 @@ impl Core {
         self.execute(actions);
         // The deadline may have moved earlier.
         self.wake.notify_one();
+    }
+
+    /// Apply one attempt's report: at once, in the caller, when the controller is free
+    /// (always, on one worker thread: nobody holds the lock across an await), else
+    /// queued for the driver without waiting.
+    ///
+    /// Why not always queue: the queue costs a channel send, a wake-up of the driver
+    /// task and its poll per request, about as much as applying the event. Applying it
+    /// here keeps the driver's one job for events: look at the timers within a quantum
+    /// (`applied_inline` wakes it once per quantum, not once per event).
+    pub fn report_attempt(self: &Arc<Self>, now: sluice_core::Instant, event: Event) {
+        let mut actions = Vec::new();
+        match self.controller.try_lock() {
+            Ok(mut controller) => controller.apply(now, event, &mut actions),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().apply(now, event, &mut actions)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return self.events.report(event),
+        }
+        if !actions.is_empty() {
+            self.execute(actions);
+        }
+        if !self.applied_inline.swap(true, Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
     }
 
     /// Apply and empty `events` (the caller reuses the buffer: no allocation per batch).
@@ -441,9 +471,15 @@ pub async fn run(core: Arc<Core>, inbox: Inbox, shutdown: Arc<Notify>) {
                 // wait is polled, so none is lost between the two.
                 woken.set(core.wake.notified());
                 wake_at = next_wake(&core, last_tick);
+                if core.applied_inline.load(Ordering::Relaxed) {
+                    wake_at = wake_at.min(recheck_after_events(&core, last_tick));
+                }
             }
             () = &mut timer => {
                 last_tick = tokio::time::Instant::now();
+                // Cleared before the tick reads the timers: an event applied after this
+                // wakes the driver again.
+                core.applied_inline.store(false, Ordering::Relaxed);
                 core.tick();
                 wake_at = next_wake(&core, last_tick);
             }
@@ -492,6 +528,10 @@ fn quantize_up(clock: &Clock, t: tokio::time::Instant) -> tokio::time::Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
+    use sluice_core::event::AttemptOutcome;
+    use sluice_core::snapshot::{AddressKey, HealthStatus};
     use sluice_core::topology::{TargetSpec, UpstreamSpec};
 
     #[tokio::test(start_paused = true)]
@@ -572,5 +612,66 @@ mod tests {
         assert_eq!(snapshots.len(), 1, "the removed upstream's slot is gone");
         assert_eq!(snapshots[0].addresses.len(), 1);
         assert!(snapshots[0].version > pool.version, "versions only grow");
+    }
+
+    /// A failed attempt reported by the data plane takes effect at once when the
+    /// controller is free (the snapshot the next request reads already has the address
+    /// out), and is queued for the driver, not waited for, when it is not.
+    #[tokio::test(start_paused = true)]
+    async fn attempt_reports_apply_at_once_or_queue_when_the_controller_is_busy() {
+        let slots = Arc::new(Slots::default());
+        let (core, mut inbox) = Core::new(
+            Clock::start(),
+            slots.clone(),
+            Arc::new(Metrics::new()),
+            Arc::new(Dns::from_system()),
+        );
+        let mut pool = spec("pool", &[9001, 9002]);
+        pool.healthchecks.passive.unhealthy_tcp_failures = 1;
+        slots.ensure(&pool);
+        core.apply(Event::TopologyReplaced {
+            upstreams: vec![pool],
+        });
+        let failure = |port: u16| Event::AttemptCompleted {
+            upstream: Arc::from("pool"),
+            address: AddressKey {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                hostname: Arc::from("127.0.0.1"),
+            },
+            outcome: AttemptOutcome::TcpFailure,
+            latency: Duration::from_millis(1),
+        };
+        let unhealthy = |port: u16| {
+            let snapshot = slots
+                .snapshots()
+                .into_iter()
+                .find(|s| &*s.name == "pool")
+                .unwrap();
+            let address = snapshot
+                .addresses
+                .iter()
+                .find(|a| a.key.addr.port() == port)
+                .unwrap();
+            address.health == HealthStatus::Unhealthy
+        };
+
+        core.report_attempt(core.clock.now(), failure(9001));
+        assert!(
+            unhealthy(9001),
+            "applied and published before report_attempt returned"
+        );
+        assert!(inbox.events.try_recv().is_err(), "nothing queued");
+
+        let busy = core.controller();
+        core.report_attempt(core.clock.now(), failure(9002));
+        drop(busy);
+        assert!(
+            !unhealthy(9002),
+            "not applied while the controller was held"
+        );
+        assert!(
+            matches!(inbox.events.try_recv(), Ok(Event::AttemptCompleted { .. })),
+            "queued for the driver instead"
+        );
     }
 }

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 
 use crate::body::{RequestBodyError, UpstreamBody, WriteProgress};
 use crate::dns::Dns;
-use crate::driver::{Clock, EventSink};
+use crate::driver::{Clock, Core};
 use crate::error::{ErrorKind, ProxyError};
 use crate::ids;
 use crate::pool::{ConnectError, Endpoint, Pool};
@@ -58,7 +58,7 @@ const MAX_TRIED: usize = 32;
 pub struct Context<'a> {
     pub pool: &'a Arc<Pool>,
     pub dns: &'a Dns,
-    pub events: &'a EventSink,
+    pub core: &'a Arc<Core>,
     pub clock: &'a Clock,
 }
 
@@ -473,43 +473,58 @@ async fn attempt(
     // `read_timeout` runs from the send: for a pooled connection that is (within
     // microseconds) the attempt's start, read once already; after a connect, now.
     let mut sent_at = if conn.reused { started } else { Instant::now() };
+    let deadline_now = |sent_at: Instant| match &progress {
+        Some(p) => p.deadline(timeouts.write, timeouts.read),
+        None => sent_at + timeouts.read,
+    };
+    // The connection's kept timer (see `UpstreamConn::take_timer`): it may be set for
+    // an earlier exchange's deadline, which is never later than this one's unless the
+    // timeouts differ, and then it is moved.
+    let mut timer = conn
+        .conn
+        .take_timer()
+        .unwrap_or_else(|| Box::pin(tokio::time::sleep_until(deadline_now(sent_at))));
     for _ in 0..2 {
         let reused = conn.reused;
         let sent = {
             let send = conn.conn.exchange(&parts, &mut body);
             tokio::pin!(send);
             loop {
-                let deadline = match &progress {
-                    Some(p) => p.deadline(timeouts.write, timeouts.read),
-                    None => sent_at + timeouts.read,
-                };
+                let deadline = deadline_now(sent_at);
+                if timer.deadline() > deadline {
+                    timer.as_mut().reset(deadline);
+                }
                 tokio::select! {
+                    // The exchange first: no random branch order to draw, and a timer
+                    // that fired for an earlier exchange is not looked at needlessly.
+                    biased;
                     result = &mut send => break result,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        // The deadline may have moved while we slept (more was written).
-                        let current = match &progress {
-                            Some(p) => p.deadline(timeouts.write, timeouts.read),
-                            None => deadline,
-                        };
-                        if Instant::now() >= current {
-                            if progress.as_ref().is_some_and(|p| p.is_waiting_on_client()) {
-                                // The client stopped sending its body: its fault, not the
-                                // upstream's (nothing is reported to passive health).
-                                return Err(AttemptError::Client(ErrorKind::ClientAborted));
-                            }
-                            let writing = progress.as_ref().is_some_and(|p| !p.is_done());
-                            return Err(AttemptError::Upstream(if writing {
-                                FailureKind::WriteTimeout
-                            } else {
-                                FailureKind::ReadTimeout
-                            }));
+                    () = timer.as_mut() => {
+                        // The timer may be an earlier exchange's, or the deadline may
+                        // have moved while it ran (more of the body was written).
+                        let current = deadline_now(sent_at);
+                        if Instant::now() < current {
+                            timer.as_mut().reset(current);
+                            continue;
                         }
+                        if progress.as_ref().is_some_and(|p| p.is_waiting_on_client()) {
+                            // The client stopped sending its body: its fault, not the
+                            // upstream's (nothing is reported to passive health).
+                            return Err(AttemptError::Client(ErrorKind::ClientAborted));
+                        }
+                        let writing = progress.as_ref().is_some_and(|p| !p.is_done());
+                        return Err(AttemptError::Upstream(if writing {
+                            FailureKind::WriteTimeout
+                        } else {
+                            FailureKind::ReadTimeout
+                        }));
                     }
                 }
             }
         };
         match sent {
             Ok(head) => {
+                conn.conn.put_timer(timer);
                 let lease = Lease::new(pool.clone(), conn.key, conn.conn);
                 return Ok(UpstreamResponse::new(head, lease));
             }
@@ -664,12 +679,15 @@ impl Loop<'_, '_> {
                 TryOutcome::Timeout => AttemptOutcome::Timeout,
                 _ => AttemptOutcome::TcpFailure,
             };
-            self.cx.events.report(Event::AttemptCompleted {
-                upstream: up.slot.name.clone(),
-                address: key,
-                outcome: attempt_outcome,
-                latency,
-            });
+            self.cx.core.report_attempt(
+                now,
+                Event::AttemptCompleted {
+                    upstream: up.slot.name.clone(),
+                    address: key,
+                    outcome: attempt_outcome,
+                    latency,
+                },
+            );
         }
         next
     }

@@ -687,7 +687,7 @@ pub(crate) async fn forward_recorded(
     let cx = Context {
         pool: &shared.pool,
         dns: &shared.core.dns,
-        events: &shared.core.events,
+        core: &shared.core,
         clock: &shared.core.clock,
     };
     let mut report = Report::default();

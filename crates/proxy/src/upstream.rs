@@ -138,6 +138,9 @@ pub struct UpstreamConn {
     /// The request is assembled here and written with one contiguous buffer: the
     /// kernel's per-segment cost for eight small `iovec`s was more than copying them.
     out: Vec<u8>,
+    /// The read-timeout timer of the exchanges on this connection, kept between them
+    /// (see [`UpstreamConn::take_timer`]).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The request to write, in pieces that are shared between attempts.
@@ -200,7 +203,23 @@ impl UpstreamConn {
             stream,
             buf: BytesMut::new(),
             out: Vec::new(),
+            timer: None,
         }
+    }
+
+    /// The timer an exchange on this connection waits on, if an earlier exchange left
+    /// one: a caller takes it for the exchange and gives it back with
+    /// [`UpstreamConn::put_timer`]. Arming a fresh timer per request (insert into and
+    /// remove from tokio's timer wheel) cost more than the rest of the wait; a kept
+    /// timer is moved only when it would fire late, and when it fires early (at an
+    /// earlier exchange's deadline) the caller looks at its own deadline and moves it.
+    pub fn take_timer(&mut self) -> Option<Pin<Box<tokio::time::Sleep>>> {
+        self.timer.take()
+    }
+
+    /// Give back the timer taken with [`UpstreamConn::take_timer`].
+    pub fn put_timer(&mut self, timer: Pin<Box<tokio::time::Sleep>>) {
+        self.timer = Some(timer);
     }
 
     /// Whether the peer closed this idle connection (or sent bytes nobody asked for,

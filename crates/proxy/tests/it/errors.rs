@@ -39,6 +39,49 @@ services:
     gw.shutdown().await;
 }
 
+/// A pooled connection keeps its read timer between exchanges, set for the earlier
+/// exchange's deadline: when that fires during a later exchange, the later exchange's
+/// own `read_timeout` (from its own send) decides, not the earlier one's.
+#[tokio::test]
+async fn read_timeout_runs_from_each_exchange_on_a_kept_connection() {
+    let backend = Backend::start("slow-later", Behavior::Ok).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: http://{addr}
+    retries: 0
+    read_timeout: 600
+    routes: [{{ name: r, paths: ["/"] }}]
+"#,
+        addr = backend.addr,
+    );
+    let gw = gateway(&yaml).await;
+    assert_eq!(get(&gw, "/first").await.status, 200);
+    // The kept timer now fires 600 ms after the first send, about 350 ms into the
+    // second exchange.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    backend.set(Behavior::Hang);
+    let started = Instant::now();
+    assert_kong_error(
+        &get(&gw, "/second").await,
+        504,
+        "The upstream server is timing out",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "the second exchange had its own 600 ms, not what was left of the first's: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        backend.connections(),
+        1,
+        "both went over one kept connection"
+    );
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn upstream_failures_map_to_kong_statuses() {
     let refused = closed_port().await;
