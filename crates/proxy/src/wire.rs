@@ -629,15 +629,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 /// sent" from "the request was cut".
 pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    mut slices: &mut [io::IoSlice<'_>],
+    slices: &mut [io::IoSlice<'_>],
 ) -> Result<(), (usize, io::Error)> {
     use tokio::io::AsyncWriteExt as _;
     let mut written = 0usize;
-    // Drop leading empty slices so `advance_slices` never sees a zero-length write as
-    // progress.
-    io::IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        match writer.write_vectored(slices).await {
+    // Empty slices out, wherever they are: each one is an `iovec` the kernel imports
+    // and steps over (callers pass fixed five-slice frames, mostly empty), and without
+    // them `advance_slices` never sees a zero-length write as progress.
+    let mut kept = 0;
+    for index in 0..slices.len() {
+        if !slices[index].is_empty() {
+            slices.swap(kept, index);
+            kept += 1;
+        }
+    }
+    let mut slices = &mut slices[..kept];
+    while let Some(first) = slices.first() {
+        // One buffer (a whole small response, most requests) goes out with `write`,
+        // not a one-element `writev`.
+        let result = if slices.len() == 1 {
+            let one: &[u8] = first;
+            writer.write(one).await
+        } else {
+            writer.write_vectored(slices).await
+        };
+        match result {
             Ok(0) => {
                 return Err((
                     written,
@@ -657,6 +673,91 @@ pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
+
+    /// Takes at most `step` bytes per call and notes which kind of call it was.
+    struct Trickle {
+        step: usize,
+        got: Vec<u8>,
+        calls: Vec<&'static str>,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.got.extend_from_slice(&buf[..n]);
+            self.calls.push("write");
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            assert!(
+                bufs.iter().all(|b| !b.is_empty()),
+                "no empty iovec reaches the kernel"
+            );
+            let mut left = self.step;
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(left);
+                self.got.extend_from_slice(&buf[..take]);
+                n += take;
+                left -= take;
+            }
+            self.calls.push("writev");
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Whatever the empty slices and however short the writes, the bytes arrive whole
+    /// and in order; a single buffer goes out with `write`, several with `writev`.
+    #[tokio::test]
+    async fn vectored_writes_skip_empty_slices_and_survive_short_writes() {
+        // (slices, bytes the writer takes per call, the calls it sees)
+        type Case<'a> = (&'a [&'a [u8]], usize, &'a [&'a str]);
+        let cases: [Case<'_>; 4] = [
+            (&[b"head+body", b"", b"", b"", b""], 64, &["write"]),
+            (&[b"", b"ab", b"", b"cd", b""], 64, &["writev"]),
+            (
+                &[b"abc", b"", b"defg"],
+                2,
+                &["writev", "writev", "write", "write"],
+            ),
+            (&[b"", b""], 64, &[]),
+        ];
+        for (parts, step, calls) in cases {
+            let mut slices: Vec<io::IoSlice<'_>> =
+                parts.iter().map(|p| io::IoSlice::new(p)).collect();
+            let mut writer = Trickle {
+                step,
+                got: Vec::new(),
+                calls: Vec::new(),
+            };
+            write_all_vectored(&mut writer, &mut slices)
+                .await
+                .expect("written");
+            assert_eq!(writer.got, parts.concat(), "{parts:?}");
+            assert_eq!(writer.calls, calls, "{parts:?} in steps of {step}");
+        }
+    }
 
     /// One pass over a `Connection` value finds the options the parsers act on and
     /// whether it names any header that is not hop-by-hop anyway.
