@@ -179,6 +179,18 @@ pub async fn serve(
         let _ = drain.wait_for(|draining| *draining).await.is_ok();
     };
     tokio::pin!(drained);
+    // Whether the drain wait has been polled once (and so holds this task's waker, which
+    // stays the same for the task's life). After that it is polled again only when the
+    // signal's version moved: polling a waiting `Notified` takes the waiter list's lock
+    // every time, once per request on a busy connection.
+    let mut drain_armed = false;
+    let mut drain_wait = std::future::poll_fn(|cx| {
+        if drain_armed && !drain_started(&draining) {
+            return std::task::Poll::Pending;
+        }
+        drain_armed = true;
+        drained.as_mut().poll(cx)
+    });
     // The header timeout: one timer for the connection's life, moved only when it fires
     // early (a timer armed and cancelled per request costs more than the rest of the
     // wait). When it fires, the deadline of the current wait decides.
@@ -214,7 +226,7 @@ pub async fn serve(
             let idle = buf.is_empty();
             let read = tokio::select! {
                 biased;
-                () = &mut drained, if idle => return,
+                () = &mut drain_wait, if idle => return,
                 () = &mut header_timer => {
                     if Instant::now() >= deadline {
                         // Too slow (or idle too long): nothing to answer.
@@ -244,7 +256,7 @@ pub async fn serve(
         }
         request_headers.raw = buf.split_to(head.len).freeze();
         let body = buf.split_to(head.content_length as usize).freeze();
-        let closing = head.close || *draining.borrow();
+        let closing = head.close || drain_started(&draining);
         let after = handle(
             &shared,
             &info,
@@ -256,10 +268,17 @@ pub async fn serve(
             closing,
         )
         .await;
-        if matches!(after, After::Close) || *draining.borrow() {
+        if matches!(after, After::Close) || drain_started(&draining) {
             return;
         }
     }
+}
+
+/// Whether the server asked its connections to finish: the drain signal only ever goes
+/// from `false` to `true` (or its sender goes away at the very end), so a changed
+/// version says so without the read lock `borrow` takes.
+fn drain_started(draining: &watch::Receiver<bool>) -> bool {
+    draining.has_changed().unwrap_or(true)
 }
 
 /// Handle one fast-lane request and write its response.
