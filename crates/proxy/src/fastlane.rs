@@ -561,9 +561,23 @@ async fn relay(
     completion: Completion,
     closing: bool,
 ) -> After {
+    // A small body that came whole with the upstream's head goes out in the same
+    // buffer as the client's head: one segment, one copy.
+    if !chunked && let Some(n) = body.take_whole_into(head, INLINE_RESPONSE_BODY) {
+        if write_data(stream, head, b"", false, false).await.is_err() {
+            completion.finish_now(0, false);
+            return After::Close;
+        }
+        completion.finish_now(n as u64, true);
+        return if closing {
+            After::Close
+        } else {
+            After::KeepAlive
+        };
+    }
     let mut bytes_out = 0u64;
     // The first write carries the head and whatever body bytes came with the upstream's
-    // head (all of a small response).
+    // head.
     let first = match body.take_buffered() {
         Some(Ok(data)) => data,
         Some(Err(_)) => {

@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -645,6 +645,26 @@ impl ResponseBody {
         self.lease = None;
     }
 
+    /// A body that is already whole in the read buffer and at most `limit` bytes long
+    /// is appended to `out` and consumed, and the connection goes back to the pool: the
+    /// common small response is copied once, with no `Bytes` split off (and later
+    /// dropped from) a buffer that then becomes shared. `None`, with nothing changed,
+    /// for any other body.
+    pub fn take_whole_into(&mut self, out: &mut Vec<u8>, limit: usize) -> Option<usize> {
+        match self.state {
+            BodyState::Done => Some(0),
+            BodyState::Length(n) => {
+                let n = usize::try_from(n).ok().filter(|&n| n <= limit)?;
+                let conn = &mut self.lease.as_mut()?.conn;
+                out.extend_from_slice(conn.buf.get(..n)?);
+                conn.buf.advance(n);
+                self.finish();
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+
     /// Bytes already read past the head, for the first write to the client (the common
     /// case: a small response arrives whole with its head). Never reads the socket.
     pub fn take_buffered(&mut self) -> Option<Result<Bytes, BodyError>> {
@@ -815,6 +835,84 @@ mod tests {
                 pool.idle_count(addr),
                 1,
                 "round {round}: back in the pool at the last byte"
+            );
+        }
+        drop(pool);
+        server.await.unwrap();
+    }
+
+    /// A small body that arrived whole with its head is copied out in one piece and the
+    /// connection is pooled at once; a body over the limit, or not all here yet, is left
+    /// for the streaming path untouched.
+    #[tokio::test]
+    async fn a_whole_small_body_is_taken_in_one_copy_and_the_rest_is_streamed() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let answers: [&[u8]; 3] = [
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello world",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+            ];
+            for answer in answers {
+                let mut request = vec![0u8; 1024];
+                let _ = socket.read(&mut request).await.unwrap();
+                socket.write_all(answer).await.unwrap();
+            }
+            tokio::task::yield_now().await;
+            socket.write_all(b"12345").await.unwrap();
+            let _ = socket.read(&mut [0u8; 1]).await;
+        });
+        let pool = Pool::new();
+        let endpoint = crate::pool::Endpoint::plain(addr);
+        let parts = RequestParts {
+            line: b"GET / HTTP/1.1\r\n",
+            host: Some(b"up"),
+            headers: b"",
+            head_request: false,
+            chunked: false,
+        };
+        // (limit, taken whole, the body)
+        let rounds: [(usize, Option<usize>, &[u8]); 3] = [
+            (64, Some(5), b"hello"),
+            (8, None, b"hello world"),
+            (64, None, b"hello12345"),
+        ];
+        for (round, (limit, taken, expected)) in rounds.into_iter().enumerate() {
+            let conn = pool
+                .get(&endpoint, std::time::Duration::from_secs(1))
+                .await
+                .unwrap();
+            let mut upstream = conn.conn;
+            let head = upstream
+                .exchange(&parts, &mut UpstreamBody::Full(None))
+                .await
+                .unwrap();
+            // Let the whole answer arrive before looking (it is one write).
+            tokio::task::yield_now().await;
+            let mut response =
+                UpstreamResponse::new(head, Lease::new(pool.clone(), conn.key, upstream));
+            let mut out = b"HEAD|".to_vec();
+            assert_eq!(
+                response.body.take_whole_into(&mut out, limit),
+                taken,
+                "round {round}"
+            );
+            let mut body = out.split_off(5);
+            if taken.is_none() {
+                assert!(body.is_empty(), "round {round}: nothing taken");
+                while let Some(data) = std::future::poll_fn(|cx| response.body.poll_data(cx)).await
+                {
+                    body.extend_from_slice(&data.unwrap());
+                }
+            }
+            assert_eq!(body, expected, "round {round}");
+            assert_eq!(
+                pool.idle_count(addr),
+                1,
+                "round {round}: pooled at the last byte"
             );
         }
         drop(pool);
