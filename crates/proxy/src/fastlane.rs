@@ -74,8 +74,8 @@ enum After {
 struct Head {
     len: usize,
     method: Method,
-    /// The request target (path and query), as a URI part.
-    target: http::uri::PathAndQuery,
+    /// Where the request target (path and query) is in the head.
+    target: std::ops::Range<usize>,
     content_length: u64,
     close: bool,
 }
@@ -107,15 +107,21 @@ fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
     let (Some(method), Some(path)) = (request.method, request.path) else {
         return Parse::HandOff;
     };
-    if !path.starts_with('/') {
+    // Visible ASCII without `#` only (a fragment, or anything that needs the URI
+    // parser's judgement, goes to hyper): such a target is its own path and query, so
+    // it is read where it lies, with no `PathAndQuery` copied out of it.
+    if !path.starts_with('/')
+        || !path
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && b != b'#')
+    {
         return Parse::HandOff;
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parse::HandOff;
     };
-    let Ok(target) = http::uri::PathAndQuery::try_from(path) else {
-        return Parse::HandOff;
-    };
+    let target_start = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let target = target_start..target_start + path.len();
     let mut content_length: Option<u64> = None;
     let mut close = false;
     let mut connection_plain = true;
@@ -274,6 +280,15 @@ pub async fn serve(
     }
 }
 
+/// A request target's path and query (`None` without a `?`, `Some("")` after a bare
+/// one), as `http::uri::PathAndQuery` has them.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    }
+}
+
 /// Whether the server asked its connections to finish: the drain signal only ever goes
 /// from `false` to `true` (or its sender goes away at the very end), so a changed
 /// version says so without the read lock `borrow` takes.
@@ -307,8 +322,13 @@ async fn handle(
         conn.remote.ip()
     };
     let host_value = view.get("host").and_then(wire::header_str).unwrap_or("");
-    let path = head.target.path();
-    let query = head.target.query();
+    // ASCII, checked by the parser.
+    let target_text = request_headers
+        .raw
+        .get(head.target.clone())
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .unwrap_or("/");
+    let (path, query) = split_target(target_text);
     let gateway = |kind: ErrorKind, record| GatewayAnswer {
         kind,
         record,
@@ -332,7 +352,7 @@ async fn handle(
             GatewayAnswer {
                 kind: ErrorKind::HttpsRequired,
                 record,
-                location: Some((code, format!("https://{host}{}", head.target.as_str()))),
+                location: Some((code, format!("https://{host}{target_text}"))),
             }
         } else {
             gateway(ErrorKind::HttpsRequired, record)
@@ -819,6 +839,23 @@ mod tests {
         }
     }
 
+    /// The target is read where it lies in the head, split into path and query as
+    /// `http`'s URI parser splits it (the hyper lane's view of the same request).
+    #[test]
+    fn the_target_splits_into_path_and_query_as_the_uri_parser_does() {
+        for target in ["/", "/a/b", "/a?b=1&c", "/a?", "/?x?y", "/a%20b?q=%2F"] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let buf = BytesMut::from(head.as_bytes());
+            let Parse::Fast(parsed) = parse(&buf, u64::MAX, &mut RawHeaders::default()) else {
+                panic!("{target} should be fast");
+            };
+            let text = std::str::from_utf8(&buf[parsed.target.clone()]).unwrap();
+            let (path, query) = split_target(text);
+            let uri = http::uri::PathAndQuery::try_from(target).unwrap();
+            assert_eq!((path, query), (uri.path(), uri.query()), "{target}");
+        }
+    }
+
     /// Which requests the fast lane takes: the simple ones; everything else is hyper's.
     #[test]
     fn the_fast_lane_takes_only_simple_http11_requests() {
@@ -832,6 +869,16 @@ mod tests {
                 "small body",
                 "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
                 "fast",
+            ),
+            (
+                "a fragment in the target",
+                "GET /a#top HTTP/1.1\r\nHost: x\r\n\r\n",
+                "hyper",
+            ),
+            (
+                "a non-ASCII target",
+                "GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "hyper",
             ),
             (
                 "close asked",
