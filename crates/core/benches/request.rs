@@ -172,6 +172,16 @@ struct Picks {
 impl Picks {
     fn new() -> Self {
         let snapshot = controller().snapshot(NAME).expect("snapshot");
+        // A warm proxy: every address has answered once. (Without this, an address whose
+        // seed lost its first comparisons is not picked again until the seed has decayed
+        // to the others' estimates, ~35 s, and each pick in that time decays it afresh.)
+        for view in &snapshot.addresses {
+            ewma::observe(
+                &view.load,
+                Duration::from_micros(500),
+                Instant::from_millis(999),
+            );
+        }
         Picks { snapshot, n: 0 }
     }
 
