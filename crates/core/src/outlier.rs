@@ -223,7 +223,8 @@ impl OutlierDetector {
         } else {
             self.consecutive = 0;
         }
-        self.wants_ejection(policy, now)
+        // Enabled and not ejected were checked above, and the period is this attempt's.
+        self.wants_ejection_in(policy, period)
     }
 
     /// Whether the current counts call for an ejection (used again when a share cap
@@ -232,12 +233,17 @@ impl OutlierDetector {
         if !policy.enabled || self.is_ejected(now) {
             return None;
         }
+        self.wants_ejection_in(policy, now.as_millis() / Self::bucket_width(policy))
+    }
+
+    /// [`Self::wants_ejection`] of an enabled, not ejected detector in bucket `period`.
+    fn wants_ejection_in(&self, policy: &OutlierPolicy, period: u64) -> Option<EjectReason> {
         if policy.consecutive_failures > 0 && self.consecutive >= policy.consecutive_failures {
             return Some(EjectReason::ConsecutiveFailures {
                 count: self.consecutive,
             });
         }
-        let (failed, total) = self.window_counts(policy, now);
+        let (failed, total) = self.counts_in(period);
         if policy.min_requests > 0
             && total >= policy.min_requests
             && f64::from(failed) >= policy.failure_rate * f64::from(total)
