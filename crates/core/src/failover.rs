@@ -399,6 +399,12 @@ impl FailoverEngine {
         }
     }
 
+    /// Whether [`Self::record_attempt`] counts anything now (only during a ramp): lets the
+    /// caller skip finding the attempt's tier for the common attempt outside one.
+    pub fn counts_attempts(&self) -> bool {
+        matches!(self.phase, FailbackPhase::Ramp { .. })
+    }
+
     /// Count one attempt on a tier for the ramp's abort check. Returns true when the
     /// error ratio now calls for an abort (the caller then runs [`Self::update`]).
     pub fn record_attempt(&mut self, policy: &FailoverPolicy, tier: usize, failed: bool) -> bool {

@@ -9,6 +9,7 @@
 
 use super::entropy::Draws;
 use super::{Eligibility, ewma};
+use crate::snapshot::AddressView;
 use crate::time::Instant;
 
 /// Random draws of a member tried before falling back to counting the eligible members.
@@ -16,57 +17,79 @@ use crate::time::Instant;
 /// at least half of the members are eligible, and the exact fallback covers the rest.
 const SAMPLE_ATTEMPTS: u32 = 8;
 
+/// A member drawn for a comparison: its index, its view and its balancing weight, so
+/// the comparison does not look the address up again (that second lookup was a fifth of
+/// a pick).
+type Drawn<'a> = (u32, &'a AddressView, u32);
+
 /// A uniformly random eligible member other than `exclude`, if any.
-fn draw_member(
+fn draw_member<'a>(
     members: &[u32],
-    eligible: &Eligibility<'_>,
+    eligible: &Eligibility<'a>,
     exclude: Option<u32>,
     draws: &mut Draws,
-) -> Option<u32> {
+) -> Option<Drawn<'a>> {
     let len = members.len() as u64;
     if len == 0 {
         return None;
     }
-    let acceptable = |index: u32| Some(index) != exclude && eligible.weight_of(index).is_some();
+    let acceptable = |index: u32| -> Option<Drawn<'a>> {
+        if Some(index) == exclude {
+            return None;
+        }
+        eligible
+            .candidate(index)
+            .map(|(address, weight)| (index, address, weight))
+    };
     for _ in 0..SAMPLE_ATTEMPTS {
         if let Some(&index) = members.get(draws.below(len) as usize)
-            && acceptable(index)
+            && let Some(drawn) = acceptable(index)
         {
-            return Some(index);
+            return Some(drawn);
         }
     }
     // Exact fallback: count the acceptable members, then take a random one of them.
     // Duplicated member entries count twice in both paths, so they stay consistent.
-    let count = members.iter().filter(|&&index| acceptable(index)).count() as u64;
+    let count = members
+        .iter()
+        .filter(|&&index| acceptable(index).is_some())
+        .count() as u64;
     if count == 0 {
         return None;
     }
     let nth = draws.below(count) as usize;
     members
         .iter()
-        .copied()
-        .filter(|&index| acceptable(index))
+        .filter_map(|&index| acceptable(index))
         .nth(nth)
 }
 
-/// The P2C candidates: a first eligible member and, when another exists, a second one
-/// with a different address index. `None` when no member is eligible.
+/// The P2C draws: a first eligible member and, when another exists, a second one with a
+/// different address index. `None` when no member is eligible.
+fn draw_pair<'a>(
+    members: &[u32],
+    eligible: &Eligibility<'a>,
+    draws: &mut Draws,
+) -> Option<(Drawn<'a>, Option<Drawn<'a>>)> {
+    let first = draw_member(members, eligible, None, draws)?;
+    let second = draw_member(members, eligible, Some(first.0), draws);
+    Some((first, second))
+}
+
+/// The P2C candidates' indexes (see [`draw_pair`]).
+#[cfg(test)]
 pub(crate) fn candidates(
     members: &[u32],
     eligible: &Eligibility<'_>,
     draws: &mut Draws,
 ) -> Option<(u32, Option<u32>)> {
-    let first = draw_member(members, eligible, None, draws)?;
-    let second = draw_member(members, eligible, Some(first), draws);
-    Some((first, second))
+    draw_pair(members, eligible, draws).map(|(first, second)| (first.0, second.map(|s| s.0)))
 }
 
-/// Cost of one more request on the address at `index`, per unit of weight.
-fn weighted_cost(index: u32, eligible: &Eligibility<'_>, now: Instant) -> f64 {
-    match eligible.candidate(index) {
-        Some((address, weight)) => ewma::cost(&address.load, now) / f64::from(weight),
-        None => f64::INFINITY,
-    }
+/// Cost of one more request on a drawn member, per unit of weight.
+fn weighted_cost(drawn: &Drawn<'_>, now: Instant) -> f64 {
+    let (_, address, weight) = drawn;
+    ewma::cost(&address.load, now) / f64::from(*weight)
 }
 
 /// The cheaper of two random eligible members.
@@ -76,15 +99,15 @@ pub(super) fn pick(
     now: Instant,
     draws: &mut Draws,
 ) -> Option<u32> {
-    let (first, second) = candidates(members, eligible, draws)?;
+    let (first, second) = draw_pair(members, eligible, draws)?;
     let Some(second) = second else {
-        return Some(first);
+        return Some(first.0);
     };
     // Ties keep the first candidate, which is itself random.
-    if weighted_cost(second, eligible, now) < weighted_cost(first, eligible, now) {
-        Some(second)
+    if weighted_cost(&second, now) < weighted_cost(&first, now) {
+        Some(second.0)
     } else {
-        Some(first)
+        Some(first.0)
     }
 }
 

@@ -19,6 +19,15 @@ use super::AddressState;
 use crate::snapshot::AddressKey;
 use crate::time::Instant;
 
+/// Largest table [`AddressTable::position`] scans instead of binary-searching. Every
+/// proxied attempt looks its address up without a hint; an ordering comparison of two
+/// keys (socket addresses octet by octet, then the hostnames' bytes when they are equal)
+/// costs about five times an equality test (addresses as integers, hostnames by pointer
+/// first), so a scan of up to 16 keys (8 tests on average) is cheaper than the 4-5
+/// comparisons of a binary search over them. Measured on the 5-address drill upstream:
+/// ~240 instructions per lookup by binary search, ~40 by scan (`benches/request.rs`).
+const SCAN_MAX: usize = 16;
+
 #[derive(Debug, Default)]
 pub(super) struct AddressTable {
     /// Sorted by `key`, keys distinct.
@@ -55,7 +64,8 @@ impl AddressTable {
     }
 
     /// The index of `key`, if present: `hint` first (checked by key equality, which is
-    /// cheap: the hostname `Arc` is usually the same pointer), then a binary search.
+    /// cheap: the hostname `Arc` is usually the same pointer), then, in a small table, a
+    /// scan by equality, else a binary search.
     pub(super) fn position(&self, key: &AddressKey, hint: Option<u32>) -> Option<u32> {
         if let Some(i) = hint
             && self
@@ -64,6 +74,13 @@ impl AddressTable {
                 .is_some_and(|a| same_key(&a.key, key))
         {
             return Some(i);
+        }
+        if self.entries.len() <= SCAN_MAX {
+            return self
+                .entries
+                .iter()
+                .position(|a| same_key(&a.key, key))
+                .map(|i| i as u32);
         }
         self.entries
             .binary_search_by(|a| a.key.cmp(key))
