@@ -123,7 +123,7 @@ struct Idle {
 impl Idle {
     /// Still usable at `now`: not closed by the peer and not idle too long.
     fn usable(&mut self, now: Instant) -> bool {
-        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && !self.conn.is_closed()
+        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && !self.conn.idle_is_closed()
     }
 }
 
@@ -313,7 +313,7 @@ impl Pool {
         idle.get_mut(key).is_some_and(|list| {
             list.iter_mut().any(|e| {
                 now.saturating_duration_since(e.since) + horizon < IDLE_TIMEOUT
-                    && !e.conn.is_closed()
+                    && !e.conn.idle_is_closed()
             })
         })
     }
