@@ -794,7 +794,11 @@ mod tests {
         let endpoint = crate::pool::Endpoint::plain(addr);
         for round in 0..2 {
             let conn = pool
-                .get(&endpoint, std::time::Duration::from_secs(1))
+                .get(
+                    &endpoint,
+                    std::time::Duration::from_secs(1),
+                    tokio::time::Instant::now(),
+                )
                 .await
                 .unwrap();
             assert_eq!(
