@@ -434,8 +434,10 @@ async fn attempt(
     started: Instant,
 ) -> Result<UpstreamResponse, AttemptError> {
     let endpoint = endpoint(out, chosen_addr, host, tls);
+    // `started` was read just before this attempt (no await in between): idle ages in
+    // the pool are measured against it.
     let mut conn = pool
-        .get(&endpoint, timeouts.connect)
+        .get(&endpoint, timeouts.connect, started)
         .await
         .map_err(connect_failure)?;
     // The body is taken only now that a connection exists: a streamed body survives a

@@ -123,7 +123,7 @@ struct Idle {
 impl Idle {
     /// Still usable at `now`: not closed by the peer and not idle too long.
     fn usable(&mut self, now: Instant) -> bool {
-        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && !self.conn.is_closed()
+        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && !self.conn.idle_is_closed()
     }
 }
 
@@ -164,9 +164,8 @@ impl Pool {
         Arc::new(Pool::default())
     }
 
-    /// A live idle connection for `key`, if the pool has one.
-    fn checkout(&self, key: &PoolKey) -> Option<UpstreamConn> {
-        let now = Instant::now();
+    /// A live idle connection for `key`, if the pool has one, judged at `now`.
+    fn checkout(&self, key: &PoolKey, now: Instant) -> Option<UpstreamConn> {
         let mut idle = self
             .idle
             .lock()
@@ -188,12 +187,16 @@ impl Pool {
     }
 
     /// Get a connection: a pooled one, else a new connect bounded by `connect_timeout`.
+    /// `now` is the caller's clock reading from just before (idle ages are measured
+    /// against it): the attempt has read the clock already, and a second reading was a
+    /// sizeable part of a check-out.
     pub async fn get(
         &self,
         endpoint: &Endpoint,
         connect_timeout: Duration,
+        now: Instant,
     ) -> Result<Conn, ConnectError> {
-        if let Some(conn) = self.checkout(&endpoint.key) {
+        if let Some(conn) = self.checkout(&endpoint.key, now) {
             return Ok(Conn {
                 conn,
                 key: endpoint.key.clone(),
@@ -313,7 +316,7 @@ impl Pool {
         idle.get_mut(key).is_some_and(|list| {
             list.iter_mut().any(|e| {
                 now.saturating_duration_since(e.since) + horizon < IDLE_TIMEOUT
-                    && !e.conn.is_closed()
+                    && !e.conn.idle_is_closed()
             })
         })
     }
@@ -371,14 +374,17 @@ mod tests {
         pool.checkin(plain.clone(), s1);
         pool.checkin(tls_a.clone(), s2);
         assert_eq!(pool.idle_count(addr), 2);
-        assert!(pool.checkout(&tls_b).is_none(), "another server name");
         assert!(
-            pool.checkout(&other_settings).is_none(),
+            pool.checkout(&tls_b, Instant::now()).is_none(),
+            "another server name"
+        );
+        assert!(
+            pool.checkout(&other_settings, Instant::now()).is_none(),
             "other TLS settings"
         );
-        assert!(pool.checkout(&tls_a).is_some());
-        assert!(pool.checkout(&tls_a).is_none(), "taken");
-        assert!(pool.checkout(&plain).is_some());
+        assert!(pool.checkout(&tls_a, Instant::now()).is_some());
+        assert!(pool.checkout(&tls_a, Instant::now()).is_none(), "taken");
+        assert!(pool.checkout(&plain, Instant::now()).is_some());
         assert_eq!(pool.idle_count(addr), 0);
     }
 
@@ -396,7 +402,7 @@ mod tests {
             };
             let (s, _t, _p) = sender().await;
             pool.checkin(key.clone(), s);
-            assert!(pool.checkout(&key).is_some());
+            assert!(pool.checkout(&key, Instant::now()).is_some());
         }
         let keys = pool.idle.lock().expect("pool lock").len();
         assert!(keys <= SWEEP_KEYS, "{keys} keys: the map is bounded");

@@ -170,7 +170,7 @@ impl PrefixTrie {
     }
 
     /// Every rank whose prefix is a prefix of `path`.
-    fn collect(&self, path: &[u8], out: &mut Vec<u32>) {
+    fn collect(&self, path: &[u8], out: &mut Candidates) {
         let Some(mut node) = self.nodes.first() else {
             return;
         };
@@ -234,7 +234,7 @@ impl Group {
         Ok(())
     }
 
-    fn candidates(&self, path: &str, out: &mut Vec<u32>) {
+    fn candidates(&self, path: &str, out: &mut Candidates) {
         self.trie.collect(path.as_bytes(), out);
         out.extend_from_slice(&self.pathless);
         if let Some(set) = &self.regex_set {
@@ -243,6 +243,64 @@ impl Group {
                     out.push(*rank);
                 }
             }
+        }
+    }
+}
+
+/// Candidates held inline before a lookup spills to the heap. A request usually has one
+/// to a few candidates (one per matching prefix along its path, plus path-less and
+/// matching regex routes of its host groups); 16 covers deep paths under nested
+/// prefixes, and the array is 64 bytes of stack.
+const INLINE_CANDIDATES: usize = 16;
+
+/// The candidate ranks of one lookup: inline up to [`INLINE_CANDIDATES`], so the common
+/// request makes no allocation (an allocation and its free were a third of a one-route
+/// lookup), on the heap beyond.
+struct Candidates {
+    inline: [u32; INLINE_CANDIDATES],
+    len: usize,
+    /// Every candidate once the inline array overflowed (non-empty only then).
+    heap: Vec<u32>,
+}
+
+impl Candidates {
+    fn new() -> Candidates {
+        Candidates {
+            inline: [0; INLINE_CANDIDATES],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    /// One rank at a time: the lists added are mostly empty or of one rank, where a
+    /// slice copy (a `memcpy` call) costs more than the loop.
+    #[inline]
+    fn extend_from_slice(&mut self, ranks: &[u32]) {
+        for &rank in ranks {
+            self.push(rank);
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, rank: u32) {
+        if self.heap.is_empty() {
+            if let Some(slot) = self.inline.get_mut(self.len) {
+                *slot = rank;
+                self.len += 1;
+                return;
+            }
+            // Spill: from now on every candidate lives on the heap.
+            self.heap.reserve(2 * INLINE_CANDIDATES);
+            self.heap.extend_from_slice(&self.inline);
+        }
+        self.heap.push(rank);
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u32] {
+        if self.heap.is_empty() {
+            self.inline.get_mut(..self.len).unwrap_or_default()
+        } else {
+            &mut self.heap
         }
     }
 }
@@ -328,6 +386,9 @@ pub struct Router {
     by_wildcard_suffix: HashMap<Box<str>, Group>,
     /// Routes without hosts.
     any_host: Group,
+    /// Some route names hosts (any of the three host maps is non-empty). When none does,
+    /// the request's host cannot change the outcome and is not even normalised.
+    host_bound: bool,
 }
 
 /// Priority key, compared highest first (Kong's `get_priority`), then config order.
@@ -536,6 +597,7 @@ impl Router {
             by_wildcard_prefix: HashMap::new(),
             by_wildcard_suffix: HashMap::new(),
             any_host: Group::default(),
+            host_bound: false,
         };
         for (rank, (_, _, entry, host_keys)) in keyed.into_iter().enumerate() {
             let rank = rank as u32;
@@ -564,6 +626,9 @@ impl Router {
         {
             group.finish()?;
         }
+        router.host_bound = !(router.by_host.is_empty()
+            && router.by_wildcard_prefix.is_empty()
+            && router.by_wildcard_suffix.is_empty());
         Ok(router)
     }
 
@@ -578,10 +643,16 @@ impl Router {
 
     /// Find the highest-priority route matching the request.
     pub fn find(&self, request: RequestFacts<'_>) -> Option<RouteMatch<'_>> {
-        let host = normalize_host(request.host);
+        // Only host-bound routes read the host (`route.hosts` is empty for every route
+        // when `host_bound` is false), so without any there is nothing to normalise.
+        let host = if self.host_bound {
+            normalize_host(request.host)
+        } else {
+            std::borrow::Cow::Borrowed("")
+        };
         let host = host.as_ref();
-        let mut candidates: Vec<u32> = Vec::new();
-        if let Some(group) = self.by_host.get(host) {
+        let mut candidates = Candidates::new();
+        if let Some(group) = self.host_bound.then(|| self.by_host.get(host)).flatten() {
             group.candidates(request.path, &mut candidates);
         }
         if !self.by_wildcard_prefix.is_empty() {
@@ -601,10 +672,16 @@ impl Router {
             }
         }
         self.any_host.candidates(request.path, &mut candidates);
+        let candidates = candidates.as_mut_slice();
         candidates.sort_unstable();
-        candidates.dedup();
 
-        for rank in candidates {
+        let mut previous = None;
+        for &rank in candidates.iter() {
+            // A rank indexed under several of the request's groups (two matching host
+            // patterns) is checked once.
+            if previous.replace(rank) == Some(rank) {
+                continue;
+            }
             let Some(entry) = self.entries.get(rank as usize) else {
                 continue;
             };
@@ -673,7 +750,8 @@ fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
             None => host,
         }
     } else {
-        match host.rfind(':') {
+        // A byte search: ':' is ASCII, and a `char` search from the end costs more.
+        match host.as_bytes().iter().rposition(|&b| b == b':') {
             Some(colon) => host.get(..colon).unwrap_or(host),
             None => host,
         }
@@ -1088,6 +1166,36 @@ mod tests {
         );
         assert_eq!(find(&router, "GET", "example.com", "/", &[]), None);
         assert_eq!(find(&router, "GET", "api.", "/", &[]), None);
+    }
+
+    #[test]
+    fn candidates_beyond_the_inline_array_keep_rank_order() {
+        // More nested prefixes along one path than `Candidates` holds inline, each in
+        // two host groups (a plain host and a wildcard both matching), so the lookup
+        // spills to the heap and sees every rank twice.
+        let depth = INLINE_CANDIDATES + 4;
+        let routes: Vec<Route> = (1..=depth)
+            .map(|i| {
+                let mut r = route(&format!("d{i}"));
+                r.paths = vec![prefix(&"/a".repeat(i))];
+                r.hosts = vec![
+                    HostMatch::Exact("h.example.com".into()),
+                    HostMatch::WildcardPrefix(".example.com".into()),
+                ];
+                r
+            })
+            .collect();
+        let router = Router::build(&config(routes)).unwrap();
+        let deepest = format!("d{depth}");
+        let path = "/a".repeat(depth + 2);
+        assert_eq!(
+            find(&router, "GET", "h.example.com", &path, &[]).as_deref(),
+            Some(deepest.as_str())
+        );
+        assert_eq!(
+            find(&router, "GET", "h.example.com", "/a/a/a", &[]).as_deref(),
+            Some("d3")
+        );
     }
 
     #[test]

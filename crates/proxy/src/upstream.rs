@@ -27,6 +27,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body::Body as _;
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -222,24 +223,58 @@ impl UpstreamConn {
         self.timer = Some(timer);
     }
 
-    /// Whether the peer closed this idle connection (or sent bytes nobody asked for,
-    /// which makes it as unusable). While the socket is quiet this is a look at the
-    /// reactor's readiness, not a system call.
+    /// Whether the peer closed this connection, just released by its exchange (or sent
+    /// bytes nobody asked for, which makes it as unusable). While the socket is quiet
+    /// this is a look at the reactor's readiness, not a system call. It also leaves a
+    /// no-op waker in the socket's reader slot, in place of the waker of the task that
+    /// read the response: an idle connection must not keep that task alive or wake it.
     pub fn is_closed(&mut self) -> bool {
         if !self.buf.is_empty() {
             return true;
         }
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
+        // The kept read timer holds the same task's waker: swapped for the no-op one
+        // too (if it fired already, it is moved at the next exchange anyway).
+        if let Some(timer) = self.timer.as_mut() {
+            let _ = timer.as_mut().poll(&mut cx);
+        }
         if self.stream.tcp().poll_read_ready(&mut cx).is_pending() {
             return false;
         }
-        // Readable: end of stream, an error, unasked bytes, or (TLS) a record the TLS
-        // layer consumes itself (a session ticket), after which it is quiet again.
+        self.probe_closed(&mut cx)
+    }
+
+    /// [`Self::is_closed`] for a connection that has stayed idle since an `is_closed`
+    /// said it was open (so no task's waker is left to replace). Reads tokio's readiness
+    /// for the socket without registering a waker: `poll_read_ready` takes the
+    /// registration's waiter lock and stores the waker whenever the socket is quiet,
+    /// the common case, and that was most of a check-out's cost.
+    pub fn idle_is_closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        // `Ok` only when readiness is set; the closure does no I/O, so it clears nothing.
+        if self
+            .stream
+            .tcp()
+            .try_io(Interest::READABLE, || Ok(()))
+            .is_err()
+        {
+            return false;
+        }
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        self.probe_closed(&mut cx)
+    }
+
+    /// The socket is readable: end of stream, an error, unasked bytes, or (TLS) a record
+    /// the TLS layer consumes itself (a session ticket), after which it is quiet again.
+    fn probe_closed(&mut self, cx: &mut Context<'_>) -> bool {
         let mut probe = [0u8; 1];
         let mut read = ReadBuf::new(&mut probe);
         !matches!(
-            Pin::new(&mut self.stream).poll_read(&mut cx, &mut read),
+            Pin::new(&mut self.stream).poll_read(cx, &mut read),
             Poll::Pending
         )
     }
@@ -803,7 +838,11 @@ mod tests {
         let endpoint = crate::pool::Endpoint::plain(addr);
         for round in 0..2 {
             let conn = pool
-                .get(&endpoint, std::time::Duration::from_secs(1))
+                .get(
+                    &endpoint,
+                    std::time::Duration::from_secs(1),
+                    tokio::time::Instant::now(),
+                )
                 .await
                 .unwrap();
             assert_eq!(
