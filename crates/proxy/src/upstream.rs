@@ -921,7 +921,11 @@ mod tests {
         ];
         for (round, (limit, taken, expected)) in rounds.into_iter().enumerate() {
             let conn = pool
-                .get(&endpoint, std::time::Duration::from_secs(1))
+                .get(
+                    &endpoint,
+                    std::time::Duration::from_secs(1),
+                    tokio::time::Instant::now(),
+                )
                 .await
                 .unwrap();
             let mut upstream = conn.conn;
