@@ -108,7 +108,10 @@ pub enum ConnectError {
 
 /// A connection ready for one exchange.
 pub struct Conn {
-    pub conn: UpstreamConn,
+    /// Boxed, in the pool and on loan: a lent connection travels inside the response
+    /// through several layers of the request's future, and a pointer moves where 100
+    /// bytes were copied. Allocated once per connection, not per request.
+    pub conn: Box<UpstreamConn>,
     pub key: PoolKey,
     /// True when the connection came from the pool (it may have been closed by the peer
     /// just now; a failure before anything was written is then retried on a fresh one).
@@ -116,7 +119,7 @@ pub struct Conn {
 }
 
 struct Idle {
-    conn: UpstreamConn,
+    conn: Box<UpstreamConn>,
     since: Instant,
 }
 
@@ -165,7 +168,7 @@ impl Pool {
     }
 
     /// A live idle connection for `key`, if the pool has one, judged at `now`.
-    fn checkout(&self, key: &PoolKey, now: Instant) -> Option<UpstreamConn> {
+    fn checkout(&self, key: &PoolKey, now: Instant) -> Option<Box<UpstreamConn>> {
         let mut idle = self
             .idle
             .lock()
@@ -248,7 +251,7 @@ impl Pool {
         };
         match tokio::time::timeout(connect_timeout, connect).await {
             Ok(Ok(stream)) => Ok(Conn {
-                conn: UpstreamConn::new(stream),
+                conn: Box::new(UpstreamConn::new(stream)),
                 key: endpoint.key.clone(),
                 reused: false,
             }),
@@ -258,7 +261,7 @@ impl Pool {
     }
 
     /// Return a connection whose previous exchange completed cleanly.
-    pub(crate) fn checkin(&self, key: PoolKey, mut conn: UpstreamConn) {
+    pub(crate) fn checkin(&self, key: PoolKey, mut conn: Box<UpstreamConn>) {
         if conn.is_closed() {
             return;
         }
@@ -340,7 +343,7 @@ mod tests {
 
     /// A connection to a loopback listener that accepts and stays silent: enough to be
     /// pooled.
-    async fn sender() -> (UpstreamConn, tokio::net::TcpListener, TcpStream) {
+    async fn sender() -> (Box<UpstreamConn>, tokio::net::TcpListener, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -348,7 +351,11 @@ mod tests {
             .await
             .expect("connect");
         let (theirs, _) = listener.accept().await.expect("accept");
-        (UpstreamConn::new(Stream::Plain(ours)), listener, theirs)
+        (
+            Box::new(UpstreamConn::new(Stream::Plain(ours))),
+            listener,
+            theirs,
+        )
     }
 
     #[tokio::test]

@@ -555,11 +555,11 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Parsed, ExchangeErro
 pub struct Lease {
     pool: Arc<Pool>,
     key: PoolKey,
-    conn: UpstreamConn,
+    conn: Box<UpstreamConn>,
 }
 
 impl Lease {
-    pub fn new(pool: Arc<Pool>, key: PoolKey, conn: UpstreamConn) -> Self {
+    pub fn new(pool: Arc<Pool>, key: PoolKey, conn: Box<UpstreamConn>) -> Self {
         Lease { pool, key, conn }
     }
 
