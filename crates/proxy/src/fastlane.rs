@@ -43,11 +43,24 @@ use crate::headers::{self, ClientFacts, HeaderView};
 use crate::ids;
 use crate::proxy::{self, Completion, ConnInfo, Shared};
 use crate::record::ResponseSource;
-use crate::router::{RequestFacts, upstream_path};
+use crate::router::{RequestFacts, upstream_path_parts};
 use crate::runtime::ServiceTarget;
 use crate::server::{HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 use crate::upstream::{BodyError, ResponseBody};
 use crate::wire::{self, Framing, RawHeaders};
+
+/// Requests one connection serves back to back before it lets the others run. The fast
+/// lane runs outside tokio's cooperative budget (see `server`): a proxied request waits
+/// for its upstream and so yields anyway, but a client pipelining requests the gateway
+/// answers itself (404s, redirects) would otherwise hold the thread. Every 16 keeps the
+/// yield's cost (one reschedule) negligible per request and another connection's wait
+/// to 16 small answers.
+const REQUESTS_PER_YIELD: u32 = 16;
+
+/// Body pieces relayed back to back before the relay lets other connections run (the
+/// same reason as [`REQUESTS_PER_YIELD`]: a fast upstream and a fast client could keep
+/// both sockets ready for the whole of a large body).
+const CHUNKS_PER_YIELD: u32 = 16;
 
 /// Most headers a fast-lane request may carry; more go to hyper (which takes 100).
 /// Real requests carry 5-20; 64 keeps the parser's table on the stack small.
@@ -174,6 +187,8 @@ pub async fn serve(
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // The upstream request head of the current request (lent to it, see `handle`).
+    let mut upstream_head: Vec<u8> = Vec::new();
     // Header positions of the current request, reused from one request to the next.
     let mut request_headers = RawHeaders::default();
     // One wait for the drain signal for the connection's life (not one per request: a
@@ -202,7 +217,12 @@ pub async fn serve(
     // wait). When it fires, the deadline of the current wait decides.
     let header_timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
     tokio::pin!(header_timer);
+    let mut served: u32 = 0;
     loop {
+        served = served.wrapping_add(1);
+        if served.is_multiple_of(REQUESTS_PER_YIELD) {
+            tokio::task::yield_now().await;
+        }
         // One request head, within the header timeout (which also bounds how long an
         // idle keep-alive connection is kept, as hyper's does).
         let deadline = Instant::now() + HEADER_READ_TIMEOUT;
@@ -212,16 +232,13 @@ pub async fn serve(
                     Parse::Fast(head) => break head,
                     Parse::Partial if buf.len() < MAX_HEAD_BYTES => {}
                     Parse::Partial | Parse::HandOff => {
-                        // Boxed: hyper's connection state is kilobytes that a
-                        // connection the fast lane keeps would otherwise carry.
-                        Box::pin(proxy::serve_hyper(
-                            stream,
-                            buf.freeze(),
-                            shared,
-                            info,
-                            draining,
-                        ))
-                        .await;
+                        // A task of its own: hyper's connection state (kilobytes) is
+                        // not carried by every fast-lane connection's future, and
+                        // hyper runs inside tokio's cooperative budget, which the
+                        // fast lane's task is outside of (see `server`).
+                        let hyper =
+                            proxy::serve_hyper(stream, buf.freeze(), shared, info, draining);
+                        let _ = tokio::spawn(hyper).await;
                         return;
                     }
                 }
@@ -271,6 +288,7 @@ pub async fn serve(
             body,
             &mut stream,
             &mut out,
+            &mut upstream_head,
             closing,
         )
         .await;
@@ -306,6 +324,7 @@ async fn handle(
     body: Bytes,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
+    upstream_head: &mut Vec<u8>,
     closing: bool,
 ) -> After {
     let started = Instant::now();
@@ -374,7 +393,8 @@ async fn handle(
         }
         _ => None,
     };
-    let target = upstream_path(
+    // Written into the upstream head piece by piece below (no `String` per request).
+    let target = upstream_path_parts(
         path,
         matched.matched_len,
         info.strip_path,
@@ -383,7 +403,9 @@ async fn handle(
     );
     // The same check the hyper lane makes: a configured path must keep the target valid
     // (without one, the target is part of the request's own, already checked, path).
-    if service.path.is_some() && http::uri::PathAndQuery::try_from(target.as_str()).is_err() {
+    if service.path.is_some()
+        && http::uri::PathAndQuery::try_from(target.concat().as_str()).is_err()
+    {
         let answer = gateway(ErrorKind::BadRequest, record);
         return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     }
@@ -403,12 +425,21 @@ async fn handle(
 
     record.bytes_in = body.len() as u64;
     // One buffer for the request line and the header lines.
-    let mut wire_head = Vec::with_capacity(
-        head.method.as_str().len() + target.len() + request_headers.raw.len() + 320,
+    // The connection's buffer, lent for this request and given back after it (no
+    // allocation per request).
+    let mut wire_head = std::mem::take(upstream_head);
+    wire_head.clear();
+    wire_head.reserve(
+        head.method.as_str().len()
+            + target.iter().map(|piece| piece.len()).sum::<usize>()
+            + request_headers.raw.len()
+            + 320,
     );
     wire_head.extend_from_slice(head.method.as_str().as_bytes());
     wire_head.push(b' ');
-    wire_head.extend_from_slice(target.as_bytes());
+    for piece in target {
+        wire_head.extend_from_slice(piece.as_bytes());
+    }
     if let Some(query) = query {
         wire_head.push(b'?');
         wire_head.extend_from_slice(query.as_bytes());
@@ -451,6 +482,7 @@ async fn handle(
     };
     let forwarded =
         proxy::forward_recorded(shared, service, &outgoing, started, &mut record, request_id).await;
+    *upstream_head = outgoing.head;
     let success = match forwarded {
         Ok(success) => success,
         Err(kind) => {
@@ -628,7 +660,12 @@ async fn relay(
             After::KeepAlive
         };
     }
+    let mut relayed: u32 = 0;
     loop {
+        relayed = relayed.wrapping_add(1);
+        if relayed.is_multiple_of(CHUNKS_PER_YIELD) {
+            tokio::task::yield_now().await;
+        }
         let next =
             tokio::time::timeout(read_timeout, std::future::poll_fn(|cx| body.poll_data(cx))).await;
         match next {

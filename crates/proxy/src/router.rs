@@ -797,33 +797,44 @@ pub fn upstream_path(
     handling: PathHandling,
     service_path: Option<&str>,
 ) -> String {
+    upstream_path_parts(
+        request_path,
+        matched_len,
+        strip_path,
+        handling,
+        service_path,
+    )
+    .concat()
+}
+
+/// [`upstream_path`] as the three pieces that make it, in order, for a caller that
+/// writes the path straight into a request head (no `String` per request).
+pub fn upstream_path_parts<'a>(
+    request_path: &'a str,
+    matched_len: usize,
+    strip_path: bool,
+    handling: PathHandling,
+    service_path: Option<&'a str>,
+) -> [&'a str; 3] {
     let rest = if strip_path {
         request_path.get(matched_len..).unwrap_or("")
     } else {
         request_path
     };
     let base = service_path.unwrap_or("/");
-    let mut out = String::with_capacity(base.len() + rest.len() + 1);
-    out.push_str(base);
     if rest.is_empty() {
-        return out;
+        return [base, "", ""];
     }
     match handling {
-        PathHandling::V0 => match (out.ends_with('/'), rest.starts_with('/')) {
-            (true, true) => out.push_str(&rest[1..]),
-            (false, false) => {
-                out.push('/');
-                out.push_str(rest);
-            }
-            _ => out.push_str(rest),
+        PathHandling::V0 => match (base.ends_with('/'), rest.strip_prefix('/')) {
+            (true, Some(tail)) => [base, "", tail],
+            (false, None) => [base, "/", rest],
+            _ => [base, "", rest],
         },
-        PathHandling::V1 => {
-            // v1 concatenates without a separator, dropping the rest's leading slash
-            // ("/s" + "/fv1req" = "/sfv1req").
-            out.push_str(rest.strip_prefix('/').unwrap_or(rest));
-        }
+        // v1 concatenates without a separator, dropping the rest's leading slash
+        // ("/s" + "/fv1req" = "/sfv1req").
+        PathHandling::V1 => [base, "", rest.strip_prefix('/').unwrap_or(rest)],
     }
-    out
 }
 
 #[cfg(test)]

@@ -124,3 +124,70 @@ async fn h2c_prior_knowledge_is_served() {
     assert_eq!(&body[..], b"ok");
     gw.shutdown().await;
 }
+
+/// A client pipelining requests the gateway answers itself (no upstream to wait for)
+/// does not hold the thread: other tasks run between its answers. The test runtime has
+/// one thread, like a one-core gateway; a task that samples the request counter each
+/// time it runs must see the batch part-way through.
+///
+/// Fast lane only: hyper answers a pipelined batch it has read in one turn (its reads
+/// and writes are batched, so tokio's budget does not cut in), bounded by its 64 KiB
+/// read buffer; that is hyper's behaviour and is documented, not tested, here.
+#[tokio::test]
+async fn a_pipelining_client_does_not_hold_the_thread() {
+    if !crate::FAST_LANE {
+        return;
+    }
+    const BATCH: u64 = 200;
+    let gw = std::sync::Arc::new(
+        gateway(
+            r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: http://127.0.0.1:9
+    routes: [{ name: r, paths: ["/only"] }]
+"#,
+        )
+        .await,
+    );
+    let mut client = TcpStream::connect(gw.local_addr()).await.unwrap();
+    let baseline = gw.server_counters().total_requests;
+    let sampler = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // Bounded: the batch takes a few thousand turns at most.
+            for _ in 0..1_000_000 {
+                let served = gw.server_counters().total_requests - baseline;
+                if seen.last() != Some(&served) {
+                    seen.push(served);
+                }
+                if served >= BATCH {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    let batch = "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n".repeat(BATCH as usize);
+    client.write_all(batch.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while received
+        .windows(12)
+        .filter(|w| w == b"HTTP/1.1 404")
+        .count()
+        < BATCH as usize
+    {
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed early");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let seen = sampler.await.unwrap();
+    assert!(
+        seen.iter().any(|&served| served > 0 && served < BATCH),
+        "other tasks ran while the batch was answered: {seen:?}"
+    );
+}
