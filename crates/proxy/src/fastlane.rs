@@ -536,6 +536,7 @@ async fn handle(
     out.extend_from_slice(b"\r\n");
     let completion = Completion::new(shared.clone(), record, started, success.in_flight);
     let mut body = success.response.body;
+    body.recycle_positions(success.response.head.headers.positions);
     relay(
         stream,
         out,

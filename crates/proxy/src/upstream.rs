@@ -142,6 +142,9 @@ pub struct UpstreamConn {
     /// The read-timeout timer of the exchanges on this connection, kept between them
     /// (see [`UpstreamConn::take_timer`]).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A response's header positions, given back after its head was written
+    /// ([`ResponseBody::recycle_positions`]) for the next response to fill.
+    spare_positions: Vec<HeaderPos>,
 }
 
 /// The request to write, in pieces that are shared between attempts.
@@ -205,6 +208,7 @@ impl UpstreamConn {
             buf: BytesMut::new(),
             out: Vec::new(),
             timer: None,
+            spare_positions: Vec::new(),
         }
     }
 
@@ -400,7 +404,11 @@ impl UpstreamConn {
     async fn read_head(&mut self, head_request: bool) -> Result<ResponseHead, ExchangeError> {
         loop {
             if !self.buf.is_empty() {
-                match parse_response(&self.buf, head_request)? {
+                match parse_response(
+                    &self.buf,
+                    head_request,
+                    std::mem::take(&mut self.spare_positions),
+                )? {
                     Parsed::Complete(head) => {
                         if (100..200).contains(&head.status) && head.status != 101 {
                             // An interim response (100 Continue, 103 Early Hints): the
@@ -470,7 +478,13 @@ enum Parsed {
 }
 
 /// Parse a response head at the start of `buf`.
-fn parse_response(buf: &[u8], head_request: bool) -> Result<Parsed, ExchangeError> {
+/// `headers` is an emptied vector to fill (a connection's spare one: no allocation per
+/// response).
+fn parse_response(
+    buf: &[u8],
+    head_request: bool,
+    mut headers: Vec<HeaderPos>,
+) -> Result<Parsed, ExchangeError> {
     // Uninitialised: httparse writes the headers it finds (filling 100 empty headers
     // first would cost more than parsing a typical head).
     let mut storage =
@@ -487,7 +501,7 @@ fn parse_response(buf: &[u8], head_request: bool) -> Result<Parsed, ExchangeErro
     };
     let status = response.code.ok_or(ExchangeError::Invalid)?;
     let http10 = response.version == Some(0);
-    let mut headers = Vec::with_capacity(response.headers.len());
+    headers.clear();
     wire::header_positions(buf, response.headers, &mut headers);
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -678,6 +692,15 @@ impl ResponseBody {
     fn fail(&mut self) {
         self.state = BodyState::Failed;
         self.lease = None;
+    }
+
+    /// Give the response head's header positions back to the connection, once the head
+    /// has been written, for its next response (nothing if the connection went back
+    /// to the pool already).
+    pub fn recycle_positions(&mut self, positions: Vec<HeaderPos>) {
+        if let Some(lease) = self.lease.as_mut() {
+            lease.conn.spare_positions = positions;
+        }
     }
 
     /// A body that is already whole in the read buffer and at most `limit` bytes long
@@ -963,7 +986,7 @@ mod tests {
     }
 
     fn parse(text: &str, head_request: bool) -> ParsedHead {
-        match parse_response(text.as_bytes(), head_request) {
+        match parse_response(text.as_bytes(), head_request, Vec::new()) {
             Ok(Parsed::Complete(head)) => head,
             _ => panic!("not a complete head: {text:?}"),
         }
@@ -1002,16 +1025,17 @@ mod tests {
         assert!(matches!(
             parse_response(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
-                false
+                false,
+                Vec::new()
             ),
             Err(ExchangeError::Invalid)
         ));
         assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\ncontent-le", false),
+            parse_response(b"HTTP/1.1 200 OK\r\ncontent-le", false, Vec::new()),
             Ok(Parsed::Partial)
         ));
         assert!(matches!(
-            parse_response(b"garbage\r\n\r\n", false),
+            parse_response(b"garbage\r\n\r\n", false, Vec::new()),
             Err(ExchangeError::Invalid)
         ));
     }
