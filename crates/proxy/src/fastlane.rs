@@ -640,14 +640,8 @@ async fn relay(
         None => Bytes::new(),
     };
     let ended = body.is_end();
-    // A small body that came whole with the upstream's head goes out in the same
-    // buffer as the client's head: one segment instead of two to five.
-    let written = if ended && !chunked && first.len() <= INLINE_RESPONSE_BODY {
-        head.extend_from_slice(&first);
-        write_data(stream, head, b"", false, false).await
-    } else {
-        write_data(stream, head, &first, chunked, ended).await
-    };
+    // (A small body that came whole was written with the head above.)
+    let written = write_data(stream, head, &first, chunked, ended).await;
     if written.is_err() {
         completion.finish_now(0, false);
         return After::Close;

@@ -441,13 +441,6 @@ impl ConnectionTokens {
     }
 }
 
-/// Whether a comma-separated header value lists `token` (ASCII case-insensitive).
-pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 /// The hop-by-hop headers RFC 9110 §7.6.1 names, plus the legacy `Keep-Alive` and
 /// `Proxy-Connection` (the same list as [`crate::headers`], on raw bytes).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
@@ -908,8 +901,8 @@ mod tests {
 
     #[test]
     fn tokens_and_hop_by_hop_names() {
-        assert!(lists_token(b"keep-alive, Upgrade", b"upgrade"));
-        assert!(!lists_token(b"keep-alive", b"close"));
+        assert!(ConnectionTokens::of(b"keep-alive, Upgrade").upgrade);
+        assert!(!ConnectionTokens::of(b"keep-alive").close);
         assert!(is_hop_by_hop(b"Transfer-Encoding"));
         assert!(!is_hop_by_hop(b"x-te"));
     }
