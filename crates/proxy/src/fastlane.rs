@@ -24,7 +24,6 @@
 //! (BENCHMARKS.md, "Throughput").
 
 use std::io::IoSlice;
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -39,6 +38,7 @@ use tokio::time::Instant;
 use crate::body::REPLAY_LIMIT;
 use crate::error::{ErrorKind, error_body};
 use crate::forward::{Outgoing, OutgoingBody};
+use crate::head;
 use crate::headers::{self, ClientFacts, HeaderView};
 use crate::ids;
 use crate::proxy::{self, Completion, ConnInfo, Shared};
@@ -77,8 +77,10 @@ const INLINE_RESPONSE_BODY: usize = 4 * 1024;
 
 /// What the connection loop does after a request.
 enum After {
-    /// Read the next request.
-    KeepAlive,
+    /// Read the next request. With when the last one finished: the clock reading
+    /// the record took, which starts the wait for the next head (one clock read fewer
+    /// per request than reading it again).
+    KeepAlive(Instant),
     /// Close the connection (the client asked, shutdown, or the response broke).
     Close,
 }
@@ -105,42 +107,34 @@ enum Parse {
 /// Parse a request head at the start of `buf`; on `Fast`, `positions` holds its
 /// headers' places.
 fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
-    // Uninitialised: httparse writes the headers it finds (filling 64 empty headers
-    // first costs about as much as parsing a typical head).
-    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FAST_HEADERS];
-    let mut request = httparse::Request::new(&mut []);
-    let len = match request.parse_with_uninit_headers(buf, &mut storage) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Parse::Partial,
-        Err(_) => return Parse::HandOff,
+    // `Invalid` from the request line means "not for this lane" (HTTP/1.0, an
+    // absolute or asterisk target, a fragment, bytes outside visible ASCII): hyper
+    // gets the connection and judges the request by httparse's rules.
+    let line = match head::request_line(buf) {
+        Ok(head::Status::Complete(line)) => line,
+        Ok(head::Status::Partial) => return Parse::Partial,
+        Err(head::Invalid) => return Parse::HandOff,
     };
-    if request.version != Some(1) {
-        return Parse::HandOff;
-    }
-    let (Some(method), Some(path)) = (request.method, request.path) else {
-        return Parse::HandOff;
+    headers.positions.clear();
+    let len = match head::header_block(buf, line.end, MAX_FAST_HEADERS, &mut headers.positions) {
+        Ok(head::Status::Complete(len)) => len,
+        Ok(head::Status::Partial) => return Parse::Partial,
+        Err(head::Invalid) => return Parse::HandOff,
     };
-    // Visible ASCII without `#` only (a fragment, or anything that needs the URI
-    // parser's judgement, goes to hyper): such a target is its own path and query, so
-    // it is read where it lies, with no `PathAndQuery` copied out of it.
-    if !path.starts_with('/')
-        || !path
-            .bytes()
-            .all(|b| (b'!'..=b'~').contains(&b) && b != b'#')
-    {
-        return Parse::HandOff;
-    }
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+    let Ok(method) = Method::from_bytes(buf.get(line.method).unwrap_or_default()) else {
         return Parse::HandOff;
     };
-    let target_start = path.as_ptr() as usize - buf.as_ptr() as usize;
-    let target = target_start..target_start + path.len();
+    let target = line.target;
     let mut content_length: Option<u64> = None;
     let mut close = false;
     let mut connection_plain = true;
-    for header in request.headers.iter() {
-        let name = header.name.as_bytes();
-        let value = header.value;
+    for header in &headers.positions {
+        // By length first: most names are none of these.
+        let name = match header.name.len() {
+            6 | 7 | 10 | 14 | 17 => buf.get(header.name.clone()).unwrap_or_default(),
+            _ => continue,
+        };
+        let value = buf.get(header.value.clone()).unwrap_or_default();
         if wire::name_is(name, b"content-length") {
             match wire::parse_content_length(value) {
                 Some(n) if content_length.is_none_or(|previous| previous == n) => {
@@ -166,8 +160,6 @@ fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
     if content_length > REPLAY_LIMIT as u64 || content_length > max_body {
         return Parse::HandOff;
     }
-    headers.positions.clear();
-    wire::header_positions(buf, request.headers, &mut headers.positions);
     headers.connection_plain = connection_plain;
     Parse::Fast(Head {
         len,
@@ -218,6 +210,9 @@ pub async fn serve(
     let header_timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
     tokio::pin!(header_timer);
     let mut served: u32 = 0;
+    // When the previous request on this connection finished (its record's clock
+    // reading), where the wait for the next head starts.
+    let mut last_finished: Option<Instant> = None;
     loop {
         served = served.wrapping_add(1);
         if served.is_multiple_of(REQUESTS_PER_YIELD) {
@@ -225,7 +220,7 @@ pub async fn serve(
         }
         // One request head, within the header timeout (which also bounds how long an
         // idle keep-alive connection is kept, as hyper's does).
-        let deadline = Instant::now() + HEADER_READ_TIMEOUT;
+        let deadline = last_finished.take().unwrap_or_else(Instant::now) + HEADER_READ_TIMEOUT;
         let head = loop {
             if !buf.is_empty() {
                 match parse(&buf, shared.limits.max_request_body, &mut request_headers) {
@@ -292,7 +287,11 @@ pub async fn serve(
             closing,
         )
         .await;
-        if matches!(after, After::Close) || drain_started(&draining) {
+        match after {
+            After::KeepAlive(finished_at) => last_finished = Some(finished_at),
+            After::Close => return,
+        }
+        if drain_started(&draining) {
             return;
         }
     }
@@ -541,8 +540,11 @@ async fn handle(
         stream,
         out,
         &mut body,
-        chunked_out,
-        service.read_timeout,
+        BodyRelay {
+            chunked: chunked_out,
+            read_timeout: service.read_timeout,
+            received_at,
+        },
         completion,
         closing,
     )
@@ -604,28 +606,42 @@ fn write_response_headers(
     }
 }
 
+/// How a response body is relayed.
+struct BodyRelay {
+    /// Re-framed chunked for the client.
+    chunked: bool,
+    /// The longest wait for the next piece from the upstream.
+    read_timeout: Duration,
+    /// When the upstream's head arrived.
+    received_at: Instant,
+}
+
 /// Write the head and relay the body; finish the record however it ends.
 async fn relay(
     stream: &mut TcpStream,
     head: &mut Vec<u8>,
     body: &mut ResponseBody,
-    chunked: bool,
-    read_timeout: Duration,
+    how: BodyRelay,
     completion: Completion,
     closing: bool,
 ) -> After {
+    let BodyRelay {
+        chunked,
+        read_timeout,
+        received_at,
+    } = how;
     // A small body that came whole with the upstream's head goes out in the same
     // buffer as the client's head: one segment, one copy.
-    if !chunked && let Some(n) = body.take_whole_into(head, INLINE_RESPONSE_BODY) {
+    if !chunked && let Some(n) = body.take_whole_into(head, INLINE_RESPONSE_BODY, received_at) {
         if write_data(stream, head, b"", false, false).await.is_err() {
             completion.finish_now(0, false);
             return After::Close;
         }
-        completion.finish_now(n as u64, true);
+        let finished_at = completion.finish_now(n as u64, true);
         return if closing {
             After::Close
         } else {
-            After::KeepAlive
+            After::KeepAlive(finished_at)
         };
     }
     let mut bytes_out = 0u64;
@@ -648,11 +664,11 @@ async fn relay(
     }
     bytes_out += first.len() as u64;
     if ended {
-        completion.finish_now(bytes_out, true);
+        let finished_at = completion.finish_now(bytes_out, true);
         return if closing {
             After::Close
         } else {
-            After::KeepAlive
+            After::KeepAlive(finished_at)
         };
     }
     let mut relayed: u32 = 0;
@@ -694,11 +710,11 @@ async fn relay(
             }
         }
     }
-    completion.finish_now(bytes_out, true);
+    let finished_at = completion.finish_now(bytes_out, true);
     if closing {
         After::Close
     } else {
-        After::KeepAlive
+        After::KeepAlive(finished_at)
     }
 }
 
@@ -816,11 +832,11 @@ async fn answer_gateway(
     let completion = Completion::new(shared.clone(), record, started, None);
     out.extend_from_slice(&body);
     let written = write_data(stream, out, b"", false, false).await;
-    completion.finish_now(body.len() as u64, written.is_ok());
+    let finished_at = completion.finish_now(body.len() as u64, written.is_ok());
     if written.is_err() || closing {
         After::Close
     } else {
-        After::KeepAlive
+        After::KeepAlive(finished_at)
     }
 }
 

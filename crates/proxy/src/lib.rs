@@ -17,6 +17,7 @@ pub mod fasthash;
 pub mod fastlane;
 pub mod forward;
 pub mod gateway;
+pub mod head;
 pub mod headers;
 pub mod ids;
 pub mod metrics;

@@ -260,12 +260,13 @@ impl Pool {
         }
     }
 
-    /// Return a connection whose previous exchange completed cleanly.
-    pub(crate) fn checkin(&self, key: PoolKey, mut conn: Box<UpstreamConn>) {
+    /// Return a connection whose previous exchange completed cleanly, idle from `now`
+    /// (the caller's clock reading: it may be a few microseconds old, which only
+    /// shortens the connection's idle life by as much).
+    pub(crate) fn checkin(&self, key: PoolKey, mut conn: Box<UpstreamConn>, now: Instant) {
         if conn.is_closed() {
             return;
         }
-        let now = Instant::now();
         let mut idle = self
             .idle
             .lock()
@@ -301,7 +302,7 @@ impl Pool {
         }
         match self.connect(endpoint, connect_timeout).await {
             Ok(conn) => {
-                self.checkin(conn.key, conn.conn);
+                self.checkin(conn.key, conn.conn, Instant::now());
                 true
             }
             Err(_) => false,
@@ -378,8 +379,8 @@ mod tests {
         };
         let (s1, _t1, _p1) = sender().await;
         let (s2, _t2, _p2) = sender().await;
-        pool.checkin(plain.clone(), s1);
-        pool.checkin(tls_a.clone(), s2);
+        pool.checkin(plain.clone(), s1, Instant::now());
+        pool.checkin(tls_a.clone(), s2, Instant::now());
         assert_eq!(pool.idle_count(addr), 2);
         assert!(
             pool.checkout(&tls_b, Instant::now()).is_none(),
@@ -408,7 +409,7 @@ mod tests {
                 tls: Some((1, ServerName::try_from(format!("h{i}.test")).expect("name"))),
             };
             let (s, _t, _p) = sender().await;
-            pool.checkin(key.clone(), s);
+            pool.checkin(key.clone(), s, Instant::now());
             assert!(pool.checkout(&key, Instant::now()).is_some());
         }
         let keys = pool.idle.lock().expect("pool lock").len();

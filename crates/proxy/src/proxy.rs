@@ -122,8 +122,8 @@ impl Completion {
     }
 
     /// The response ended after `bytes_out` body bytes: release the address's load and
-    /// record the request (metrics, access log).
-    pub(crate) fn finish_now(self, bytes_out: u64, _clean: bool) {
+    /// record the request (metrics, access log). Returns the clock reading it took.
+    pub(crate) fn finish_now(self, bytes_out: u64, _clean: bool) -> Instant {
         let Completion {
             shared,
             mut record,
@@ -132,7 +132,8 @@ impl Completion {
         } = self;
         drop(_in_flight);
         record.bytes_out = bytes_out;
-        record.request_latency = started.elapsed();
+        let now = Instant::now();
+        record.request_latency = now.saturating_duration_since(started);
         record.proxy_latency = record
             .request_latency
             .saturating_sub(record.upstream_latency.unwrap_or_default());
@@ -140,6 +141,7 @@ impl Completion {
         if let Some(log) = &shared.access_log {
             log.log(record);
         }
+        now
     }
 }
 

@@ -20,7 +20,6 @@
 //! call while the connection is quiet).
 
 use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -30,9 +29,11 @@ use http_body::Body as _;
 use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
 use crate::body::{RequestBodyError, UpstreamBody};
+use crate::head;
 use crate::pool::{Pool, PoolKey};
 use crate::wire::{self, ChunkedDecoder, Decoded, Framing, HeaderPos, RawHeaders};
 
@@ -485,33 +486,32 @@ fn parse_response(
     head_request: bool,
     mut headers: Vec<HeaderPos>,
 ) -> Result<Parsed, ExchangeError> {
-    // Uninitialised: httparse writes the headers it finds (filling 100 empty headers
-    // first would cost more than parsing a typical head).
-    let mut storage =
-        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        buf,
-        &mut storage,
-    ) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(_) => return Err(ExchangeError::Invalid),
+    let line = match head::status_line(buf) {
+        Ok(head::Status::Complete(line)) => line,
+        Ok(head::Status::Partial) => return Ok(Parsed::Partial),
+        Err(head::Invalid) => return Err(ExchangeError::Invalid),
     };
-    let status = response.code.ok_or(ExchangeError::Invalid)?;
-    let http10 = response.version == Some(0);
     headers.clear();
-    wire::header_positions(buf, response.headers, &mut headers);
+    let len = match head::header_block(buf, line.end, MAX_RESPONSE_HEADERS, &mut headers) {
+        Ok(head::Status::Complete(len)) => len,
+        Ok(head::Status::Partial) => return Ok(Parsed::Partial),
+        Err(head::Invalid) => return Err(ExchangeError::Invalid),
+    };
+    let status = line.code;
+    let http10 = line.minor == 0;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_encoding = false;
     let mut close = false;
     let mut keep_alive = false;
     let mut connection_plain = true;
-    for header in response.headers.iter() {
-        let name = header.name.as_bytes();
-        let value = header.value;
+    for header in &headers {
+        // By length first: most names are none of the three.
+        let name = match header.name.len() {
+            10 | 14 | 17 => buf.get(header.name.clone()).unwrap_or_default(),
+            _ => continue,
+        };
+        let value = buf.get(header.value.clone()).unwrap_or_default();
         if wire::name_is(name, b"content-length") {
             let n = wire::parse_content_length(value).ok_or(ExchangeError::Invalid)?;
             if length.is_some_and(|previous| previous != n) {
@@ -577,10 +577,10 @@ impl Lease {
         Lease { pool, key, conn }
     }
 
-    /// The exchange completed: the connection can carry another request.
-    fn release(self) {
+    /// The exchange completed at `now`: the connection can carry another request.
+    fn release(self, now: Instant) {
         let Lease { pool, key, conn } = self;
-        pool.checkin(key, conn);
+        pool.checkin(key, conn, now);
     }
 
     /// The connection as a raw stream (see [`UpstreamConn::into_parts`]).
@@ -680,12 +680,18 @@ impl ResponseBody {
     }
 
     fn finish(&mut self) {
+        self.finish_at(None);
+    }
+
+    /// The body ended; `now` when the caller has a recent clock reading (else one is
+    /// taken, only if the connection goes back to the pool).
+    fn finish_at(&mut self, now: Option<Instant>) {
         self.state = BodyState::Done;
         if let Some(lease) = self.lease.take()
             && self.reusable
             && lease.conn.buf.is_empty()
         {
-            lease.release();
+            lease.release(now.unwrap_or_else(Instant::now));
         }
     }
 
@@ -708,7 +714,12 @@ impl ResponseBody {
     /// common small response is copied once, with no `Bytes` split off (and later
     /// dropped from) a buffer that then becomes shared. `None`, with nothing changed,
     /// for any other body.
-    pub fn take_whole_into(&mut self, out: &mut Vec<u8>, limit: usize) -> Option<usize> {
+    pub fn take_whole_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        received_at: Instant,
+    ) -> Option<usize> {
         match self.state {
             BodyState::Done => Some(0),
             BodyState::Length(n) => {
@@ -716,7 +727,8 @@ impl ResponseBody {
                 let conn = &mut self.lease.as_mut()?.conn;
                 out.extend_from_slice(conn.buf.get(..n)?);
                 conn.buf.advance(n);
-                self.finish();
+                // It arrived with the head: the connection is idle since then.
+                self.finish_at(Some(received_at));
                 Some(n)
             }
             _ => None,
@@ -962,7 +974,9 @@ mod tests {
                 UpstreamResponse::new(head, Lease::new(pool.clone(), conn.key, upstream));
             let mut out = b"HEAD|".to_vec();
             assert_eq!(
-                response.body.take_whole_into(&mut out, limit),
+                response
+                    .body
+                    .take_whole_into(&mut out, limit, Instant::now()),
                 taken,
                 "round {round}"
             );

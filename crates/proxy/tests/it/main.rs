@@ -11,6 +11,7 @@ mod support;
 mod dns;
 mod errors;
 mod health;
+mod keepalive;
 mod probes_keepalive;
 mod probes_tls;
 mod reload;
