@@ -116,8 +116,8 @@ fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
         Err(head::Invalid) => return Parse::HandOff,
     };
     headers.positions.clear();
-    let len = match head::header_block(buf, line.end, MAX_FAST_HEADERS, &mut headers.positions) {
-        Ok(head::Status::Complete(len)) => len,
+    let block = match head::header_block(buf, line.end, MAX_FAST_HEADERS, &mut headers.positions) {
+        Ok(head::Status::Complete(block)) => block,
         Ok(head::Status::Partial) => return Parse::Partial,
         Err(head::Invalid) => return Parse::HandOff,
     };
@@ -161,8 +161,9 @@ fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
         return Parse::HandOff;
     }
     headers.connection_plain = connection_plain;
+    headers.crlf_lines = block.crlf_only;
     Parse::Fast(Head {
-        len,
+        len: block.end,
         method,
         target,
         content_length,
@@ -561,32 +562,53 @@ fn write_response_headers(
     chunked_out: bool,
     now: Instant,
 ) {
-    let listed = wire::ListedNames::of(response);
+    // Looked for only when a `Connection` header lists a name (rare).
+    let listed = (!response.connection_plain).then(|| wire::ListedNames::of(response));
     let mut via: Option<&[u8]> = None;
     let mut date = false;
-    for (name, value) in response.iter() {
-        if wire::is_hop_by_hop(name) || listed.contains(name) {
-            continue;
-        }
-        if wire::name_is(name, b"via") {
+    let raw = &response.raw[..];
+    // Kept lines are copied in runs, as the bytes that arrived, when every line ended in
+    // CRLF: one copy per run instead of four per line. Where the run started:
+    let mut run: Option<usize> = None;
+    for pos in &response.positions {
+        let name = raw.get(pos.name.clone()).unwrap_or_default();
+        let value = raw.get(pos.value.clone()).unwrap_or_default();
+        let skip = if wire::is_hop_by_hop(name) || listed.as_ref().is_some_and(|l| l.contains(name))
+        {
+            true
+        } else if wire::name_is(name, b"via") {
             via.get_or_insert(value);
-            continue;
-        }
-        let skip = match name.len() {
-            4 => {
-                date |= wire::name_is(name, b"date");
-                false
+            true
+        } else {
+            match name.len() {
+                4 => {
+                    date |= wire::name_is(name, b"date");
+                    false
+                }
+                14 => chunked_out && wire::name_is(name, b"content-length"),
+                19 => wire::name_is(name, headers::REQUEST_ID.as_str().as_bytes()),
+                25 => wire::name_is(name, headers::UPSTREAM_LATENCY.as_str().as_bytes()),
+                22 => wire::name_is(name, headers::PROXY_LATENCY.as_str().as_bytes()),
+                _ => false,
             }
-            14 => chunked_out && wire::name_is(name, b"content-length"),
-            19 => wire::name_is(name, headers::REQUEST_ID.as_str().as_bytes()),
-            25 => wire::name_is(name, headers::UPSTREAM_LATENCY.as_str().as_bytes()),
-            22 => wire::name_is(name, headers::PROXY_LATENCY.as_str().as_bytes()),
-            _ => false,
         };
         if skip {
-            continue;
+            // The run ends where this line starts.
+            if let Some(start) = run.take() {
+                out.extend_from_slice(raw.get(start..pos.name.start).unwrap_or_default());
+            }
+        } else if response.crlf_lines {
+            run.get_or_insert(pos.name.start);
+        } else {
+            headers::line(out, name, value);
         }
-        headers::line(out, name, value);
+    }
+    // The last run ends with the last header line: before the head's closing CRLF.
+    if let Some(start) = run {
+        out.extend_from_slice(
+            raw.get(start..raw.len().saturating_sub(2))
+                .unwrap_or_default(),
+        );
     }
     match via.and_then(wire::header_str) {
         Some(existing) if !existing.is_empty() => {
@@ -988,21 +1010,72 @@ mod tests {
         ));
     }
 
+    /// The client's header lines for an upstream head (which ends with the head's
+    /// empty line, nothing after it), written both ways: in runs of the bytes that
+    /// arrived (lines ending in CRLF) and line by line; the two must agree up to the
+    /// spaces around values.
     fn response_headers(head: &str, chunked_out: bool) -> String {
         let raw = Bytes::from(head.to_owned());
-        let mut storage = [httparse::EMPTY_HEADER; 16];
-        let mut response = httparse::Response::new(&mut storage);
-        assert!(response.parse(&raw).expect("valid head").is_complete());
-        let mut positions = Vec::new();
-        wire::header_positions(&raw, response.headers, &mut positions);
-        let headers = RawHeaders {
-            raw: raw.clone(),
-            positions,
-            connection_plain: false,
+        let Ok(head::Status::Complete(line)) = head::status_line(&raw) else {
+            panic!("valid status line: {head:?}");
         };
-        let mut out = Vec::new();
-        write_response_headers(&mut out, &headers, chunked_out, Instant::now());
-        String::from_utf8(out).expect("ascii")
+        let mut positions = Vec::new();
+        let Ok(head::Status::Complete(block)) =
+            head::header_block(&raw, line.end, 100, &mut positions)
+        else {
+            panic!("valid head: {head:?}");
+        };
+        assert_eq!(block.end, raw.len(), "the head alone");
+        let write = |crlf_lines: bool| {
+            let headers = RawHeaders {
+                raw: raw.clone(),
+                positions: positions.clone(),
+                connection_plain: false,
+                crlf_lines,
+            };
+            let mut out = Vec::new();
+            write_response_headers(&mut out, &headers, chunked_out, Instant::now());
+            String::from_utf8(out).expect("ascii")
+        };
+        let line_by_line = write(false);
+        if block.crlf_only {
+            let runs = write(true);
+            let normalised: String = runs
+                .split("\r\n")
+                .map(|l| match l.split_once(':') {
+                    Some((n, v)) => format!("{n}: {}", v.trim_matches([' ', '\t'])),
+                    None => l.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("\r\n");
+            assert_eq!(normalised, line_by_line, "runs and lines agree");
+            assert!(runs.ends_with("\r\n") && !runs.contains("\r\n\r\n"));
+            return runs;
+        }
+        assert!(
+            !line_by_line.replace("\r\n", "").contains('\n'),
+            "a bare LF never reaches the client: {line_by_line:?}"
+        );
+        line_by_line
+    }
+
+    /// Runs of kept lines go out as they came, between and after dropped ones; a head
+    /// with a bare LF line is written line by line, with CRLF.
+    #[test]
+    fn kept_lines_go_out_in_runs_and_bare_lf_heads_line_by_line() {
+        let out = response_headers(
+            "HTTP/1.1 200 OK\r\nA: 1\r\nB:2  \r\nConnection: close\r\nC:\t3\r\nKeep-Alive: x\r\nD: 4\r\n\r\n",
+            false,
+        );
+        assert!(
+            out.starts_with("A: 1\r\nB:2  \r\nC:\t3\r\nD: 4\r\nvia: 1.1 sluice\r\n"),
+            "{out:?}"
+        );
+        let out = response_headers("HTTP/1.1 200 OK\nA: 1\nB: 2\r\n\r\n", false);
+        assert!(out.starts_with("A: 1\r\nB: 2\r\nvia: "), "{out:?}");
+        let out = response_headers("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+        assert!(!out.contains("Content-Length"), "re-framed: {out:?}");
+        assert!(out.contains("transfer-encoding: chunked\r\n"), "{out:?}");
     }
 
     /// The client gets the upstream's headers minus hop-by-hop ones (and those its

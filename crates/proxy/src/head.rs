@@ -151,24 +151,41 @@ fn version(buf: &[u8], at: usize) -> Result<Status<u8>, Invalid> {
     }
 }
 
+/// A complete header block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// The head's length (the end of its empty last line).
+    pub end: usize,
+    /// Every header line, and the empty last line, ends in CRLF (none in a bare LF, which
+    /// a recipient may accept but a sender must not send: RFC 9112 §2.2). Such lines
+    /// may be copied on whole.
+    pub crlf_only: bool,
+}
+
 /// The header lines from `at` to the empty line that ends the head, appended to `out`
-/// as positions in `buf` (values without the spaces around them). Complete: the
-/// head's length. More than `max` headers is invalid (once the extra line is whole, as
-/// httparse does).
+/// as positions in `buf` (values without the spaces around them). More than `max`
+/// headers is invalid (once the extra line is whole, as httparse does).
 pub fn header_block(
     buf: &[u8],
     mut at: usize,
     max: usize,
     out: &mut Vec<HeaderPos>,
-) -> Result<Status<usize>, Invalid> {
+) -> Result<Status<Block>, Invalid> {
     let mut count = 0;
+    let mut crlf_only = true;
     loop {
         let first = byte_at!(buf, at);
         if first == b'\r' {
-            return after_crlf(buf, at);
+            return Ok(match after_crlf(buf, at)? {
+                Status::Complete(end) => Status::Complete(Block { end, crlf_only }),
+                Status::Partial => Status::Partial,
+            });
         }
         if first == b'\n' {
-            return Ok(Status::Complete(at + 1));
+            return Ok(Status::Complete(Block {
+                end: at + 1,
+                crlf_only: false,
+            }));
         }
         // The name: one or more tchars, then the colon at once (no space before it).
         let name_start = at;
@@ -191,7 +208,10 @@ pub fn header_block(
                 Status::Complete(next) => next,
                 Status::Partial => return Ok(Status::Partial),
             },
-            b'\n' => at + 1,
+            b'\n' => {
+                crlf_only = false;
+                at + 1
+            }
             // A control byte inside the value (an obs-fold would need a line start).
             _ => return Err(Invalid),
         };
@@ -397,8 +417,8 @@ mod tests {
         };
         let mut positions = Vec::new();
         match header_block(buf, line.end, MAX, &mut positions) {
-            Ok(Status::Complete(len)) => Verdict::Complete {
-                len,
+            Ok(Status::Complete(block)) => Verdict::Complete {
+                len: block.end,
                 code_or_target: format!("{}/{}", line.minor, line.code).into_bytes(),
                 headers: positions
                     .iter()
@@ -449,7 +469,8 @@ mod tests {
         };
         let mut positions = Vec::new();
         match header_block(buf, line.end, MAX, &mut positions) {
-            Ok(Status::Complete(len)) => {
+            Ok(Status::Complete(block)) => {
+                let len = block.end;
                 let mut code_or_target = buf[line.method].to_vec();
                 code_or_target.push(b' ');
                 code_or_target.extend_from_slice(&buf[line.target]);
@@ -565,8 +586,23 @@ mod tests {
         };
         assert_eq!((line.minor, line.code, line.end), (1, 200, 17));
         let mut positions = Vec::new();
-        let len = header_block(buf, line.end, 100, &mut positions);
-        assert_eq!(len, Ok(Status::Complete(buf.len() - 6)));
+        let block = header_block(buf, line.end, 100, &mut positions);
+        assert_eq!(
+            block,
+            Ok(Status::Complete(Block {
+                end: buf.len() - 6,
+                crlf_only: true
+            }))
+        );
+        let mut bare = Vec::new();
+        assert_eq!(
+            header_block(b"a: 1\r\nb: 2\n\r\n", 0, 100, &mut bare),
+            Ok(Status::Complete(Block {
+                end: 13,
+                crlf_only: false
+            })),
+            "a bare LF anywhere is noted"
+        );
         assert_eq!(positions.len(), 6);
         assert_eq!(&buf[positions[3].name.clone()], b"Content-Length");
         assert_eq!(&buf[positions[3].value.clone()], b"6");

@@ -597,6 +597,7 @@ mod tests {
                 raw: bytes::Bytes::from(head.clone()),
                 positions,
                 connection_plain: false,
+                crlf_lines: false,
             };
             let mut out = Vec::new();
             write_upstream_headers(&mut out, &raw, &facts);

@@ -424,6 +424,7 @@ impl UpstreamConn {
                                 raw,
                                 positions: head.headers,
                                 connection_plain: head.connection_plain,
+                                crlf_lines: head.crlf_lines,
                             },
                             framing: head.framing,
                             reusable: head.reusable,
@@ -469,6 +470,7 @@ struct ParsedHead {
     len: usize,
     headers: Vec<HeaderPos>,
     connection_plain: bool,
+    crlf_lines: bool,
     framing: Framing,
     reusable: bool,
 }
@@ -492,8 +494,8 @@ fn parse_response(
         Err(head::Invalid) => return Err(ExchangeError::Invalid),
     };
     headers.clear();
-    let len = match head::header_block(buf, line.end, MAX_RESPONSE_HEADERS, &mut headers) {
-        Ok(head::Status::Complete(len)) => len,
+    let block = match head::header_block(buf, line.end, MAX_RESPONSE_HEADERS, &mut headers) {
+        Ok(head::Status::Complete(block)) => block,
         Ok(head::Status::Partial) => return Ok(Parsed::Partial),
         Err(head::Invalid) => return Err(ExchangeError::Invalid),
     };
@@ -556,9 +558,10 @@ fn parse_response(
         && status != 101;
     Ok(Parsed::Complete(ParsedHead {
         status,
-        len,
+        len: block.end,
         headers,
         connection_plain,
+        crlf_lines: block.crlf_only,
         framing,
         reusable,
     }))

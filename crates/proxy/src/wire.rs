@@ -47,6 +47,10 @@ pub struct RawHeaders {
     /// hop-by-hop names (`keep-alive`, `upgrade`, ...), so [`ListedNames::of`] has
     /// nothing to find and need not look. `false` (the default) means "look".
     pub connection_plain: bool,
+    /// Set by a parser that saw every header line end in CRLF ([`crate::head::Block`]):
+    /// a run of header lines kept unchanged may be copied as the bytes that arrived.
+    /// `false` (the default) means "write each line anew".
+    pub crlf_lines: bool,
 }
 
 impl RawHeaders {
