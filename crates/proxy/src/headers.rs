@@ -216,6 +216,8 @@ pub struct ConnectionHeaders {
     /// Whether the peer is a trusted proxy (Kong's `trusted_ips`): its `X-Forwarded-*`
     /// and real-IP headers are believed.
     pub trusted: bool,
+    /// The connection arrived on the TLS listener (`X-Forwarded-Proto: https`).
+    pub https: bool,
 }
 
 impl ConnectionHeaders {
@@ -224,7 +226,13 @@ impl ConnectionHeaders {
             client_ip: ip_header(client.ip()),
             listener_port: HeaderValue::from(listener_port),
             trusted,
+            https: false,
         }
+    }
+
+    /// Kong's `$scheme`: what `X-Forwarded-Proto` says when the client's is not kept.
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
     }
 }
 
@@ -267,7 +275,10 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
     let keep =
         |headers: &HeaderMap, name: &HeaderName| connection.trusted && headers.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(connection.scheme()),
+        );
     }
     if !keep(headers, &X_FORWARDED_HOST) {
         let forwarded_host = match facts.host_header {
@@ -379,7 +390,7 @@ pub fn write_upstream_headers(out: &mut Vec<u8>, raw: &RawHeaders, facts: &Clien
     line(out, b"x-real-ip", client_ip.as_bytes());
     let trusted = connection.trusted;
     if !(trusted && has_proto) {
-        line(out, b"x-forwarded-proto", b"http");
+        line(out, b"x-forwarded-proto", connection.scheme().as_bytes());
     }
     if !(trusted && has_host) && is_valid_value(facts.host.as_bytes()) {
         line(out, b"x-forwarded-host", facts.host.as_bytes());
