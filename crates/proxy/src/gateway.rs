@@ -43,6 +43,9 @@ pub struct GatewayOptions {
     /// certificates by SNI from the configuration's `snis`. Empty by default (opt-in,
     /// see the `--proxy-listen-tls` flag of the binary for why).
     pub tls_listen: Vec<SocketAddr>,
+    /// Longest time from accept to a finished TLS handshake (default
+    /// [`TLS_HANDSHAKE_TIMEOUT`](crate::tls_server::TLS_HANDSHAKE_TIMEOUT)).
+    pub tls_handshake_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// Largest request body accepted; `None` = unlimited (Kong's default).
@@ -68,6 +71,7 @@ impl Default for GatewayOptions {
         GatewayOptions {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 8000))],
             tls_listen: Vec::new(),
+            tls_handshake_timeout: crate::tls_server::TLS_HANDSHAKE_TIMEOUT,
             // Long enough for typical API calls to finish, short enough for a rolling
             // deploy (Kubernetes' default termination grace is 30 s).
             shutdown_grace: Duration::from_secs(10),
@@ -231,7 +235,7 @@ impl Gateway {
                 servers.push(tokio::spawn(crate::server::serve_tls(
                     listener,
                     shared.clone(),
-                    acceptor.clone(),
+                    (acceptor.clone(), options.tls_handshake_timeout),
                     stop_rx.clone(),
                     options.shutdown_grace,
                 )));

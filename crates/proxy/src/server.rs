@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::fastlane;
 use crate::proxy::{self, ConnInfo, Shared};
-use crate::tls_server::{Opening, TLS_HANDSHAKE_TIMEOUT, check_opening};
+use crate::tls_server::{Opening, check_opening};
 
 /// Longest time a client may take to send a request head (nginx's
 /// `client_header_timeout` default is 60 s; 30 s still serves slow mobile links while
@@ -62,12 +62,13 @@ pub async fn serve(
     serve_with(listener, shared, None, shutdown, grace).await;
 }
 
-/// Serve the TLS `listener` (every connection through hyper after the handshake) until
-/// `shutdown` turns true, then drain for at most `grace`, like [`serve`].
+/// Serve the TLS `listener` (every connection through hyper after a handshake bounded by
+/// the duration next to `acceptor`) until `shutdown` turns true, then drain for at most
+/// `grace`, like [`serve`].
 pub async fn serve_tls(
     listener: TcpListener,
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
+    acceptor: (TlsAcceptor, Duration),
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -77,7 +78,7 @@ pub async fn serve_tls(
 async fn serve_with(
     listener: TcpListener,
     shared: Arc<Shared>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<(TlsAcceptor, Duration)>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -127,7 +128,7 @@ fn spawn_connection(
     remote: SocketAddr,
     local: SocketAddr,
     drain: watch::Receiver<bool>,
-    tls: Option<&TlsAcceptor>,
+    tls: Option<&(TlsAcceptor, Duration)>,
 ) {
     let stats = shared.clone();
     stats
@@ -142,8 +143,17 @@ fn spawn_connection(
     let shared = shared.clone();
     let tls = tls.cloned();
     tokio::spawn(async move {
-        if let Some(acceptor) = tls {
-            serve_tls_connection(acceptor, stream, remote, local, shared, drain).await;
+        if let Some((acceptor, handshake_timeout)) = tls {
+            serve_tls_connection(
+                acceptor,
+                handshake_timeout,
+                stream,
+                remote,
+                local,
+                shared,
+                drain,
+            )
+            .await;
         } else if shared.fast_lane {
             let info = ConnInfo::new(remote, local, &shared.trusted_proxies);
             // Outside tokio's cooperative budget: the fast lane yields at every request
@@ -168,11 +178,13 @@ fn spawn_connection(
 }
 
 /// One connection of the TLS listener: plain HTTP gets nginx's 400, anything else is a
-/// TLS handshake bounded by [`TLS_HANDSHAKE_TIMEOUT`] (and abandoned at once when the
-/// gateway drains), then hyper serves the decrypted stream (h2 when ALPN chose it,
-/// HTTP/1.1 otherwise: hyper-util's `auto` server tells them apart by the preface).
+/// TLS handshake bounded by `handshake_timeout` (by default
+/// [`TLS_HANDSHAKE_TIMEOUT`](crate::tls_server::TLS_HANDSHAKE_TIMEOUT); abandoned at once
+/// when the gateway drains), then hyper serves the decrypted stream (h2 when ALPN chose
+/// it, HTTP/1.1 otherwise: hyper-util's `auto` server tells them apart by the preface).
 async fn serve_tls_connection(
     acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
     mut stream: tokio::net::TcpStream,
     remote: SocketAddr,
     local: SocketAddr,
@@ -197,7 +209,7 @@ async fn serve_tls_connection(
         let _ = drain.wait_for(|draining| *draining).await.is_ok();
     };
     let tls = tokio::select! {
-        outcome = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake) => match outcome {
+        outcome = tokio::time::timeout(handshake_timeout, handshake) => match outcome {
             Ok(Some(tls)) => tls,
             Ok(None) => return,
             Err(_) => {

@@ -18,6 +18,7 @@ mod retries;
 mod robustness;
 mod routing;
 mod shutdown;
+mod tls_listener;
 mod upstream_tls;
 mod warm;
 mod websocket;
