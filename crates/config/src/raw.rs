@@ -787,17 +787,15 @@ fn certificate(sink: &mut Sink, node: &Node, path: &Path) -> Option<RawCertifica
 }
 
 fn sni(sink: &mut Sink, node: &Node, path: &Path, parent: Parent) -> Option<RawSni> {
-    if let Value::Str(name) = &node.value {
-        if parent == Parent::Certificate {
-            return Some(RawSni {
-                path: path.clone(),
-                pos: node.pos,
-                id: None,
-                name: Some(Sp::new(name.clone(), node.pos, path.clone())),
-                certificate: None,
-                tags: None,
-            });
-        }
+    if let (Value::Str(name), Parent::Certificate) = (&node.value, parent) {
+        return Some(RawSni {
+            path: path.clone(),
+            pos: node.pos,
+            id: None,
+            name: Some(Sp::new(name.clone(), node.pos, path.clone())),
+            certificate: None,
+            tags: None,
+        });
     }
     let f = fields(sink, node, path, SNI_FIELDS)?;
     let certificate = if parent == Parent::Certificate {

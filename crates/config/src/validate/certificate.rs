@@ -392,10 +392,9 @@ fn certificate(sink: &mut Sink, raw: &RawCertificate, id: String) -> Option<Cert
         (Some(cert_alt), Some(key_alt)) => {
             if let (Some(chain), Some(key_der)) =
                 (parse_chain(sink, cert_alt), parse_key(sink, key_alt))
+                && key_matches(sink, &chain, &key_der, key_alt)
             {
-                if key_matches(sink, &chain, &key_der, key_alt) {
-                    alt = Some((chain, Arc::new(key_der)));
-                }
+                alt = Some((chain, Arc::new(key_der)));
             }
         }
         (Some(only), None) | (None, Some(only)) => {
