@@ -637,6 +637,34 @@ async fn garbage_plain_http_and_resets_on_the_tls_port_are_closed_and_harmless()
         .unwrap();
     drop(cut);
 
+    // Seeded random openings, many at once: TLS record headers with random versions and
+    // lengths followed by random bytes, some cut short. A fixed xorshift seed keeps the
+    // run reproducible.
+    let mut state: u64 = 0x5eed_7a11_c0ff_ee01;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut fuzzers = Vec::new();
+    for _ in 0..48 {
+        let len = (next() % 300) as usize;
+        let mut bytes: Vec<u8> = vec![0x16, 0x03, (next() % 5) as u8];
+        bytes.extend((0..len).map(|_| next() as u8));
+        fuzzers.push(tokio::spawn(async move {
+            let Ok(mut stream) = TcpStream::connect(addr).await else {
+                return;
+            };
+            let _ = stream.write_all(&bytes).await;
+            let _ = stream.shutdown().await;
+            read_to_close(&mut stream).await;
+        }));
+    }
+    for fuzzer in fuzzers {
+        fuzzer.await.expect("fuzz client task");
+    }
+
     // Through all of it the listener and the gateway kept serving.
     let tls = connect(
         addr,
