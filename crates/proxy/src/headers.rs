@@ -680,6 +680,43 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_connection_says_https_in_both_rewritings() {
+        let mut connection = ConnectionHeaders::new("192.0.2.7:5555".parse().unwrap(), 8443, false);
+        connection.https = true;
+        let facts = ClientFacts {
+            connection: &connection,
+            real_client: None,
+            host: "api.example.com",
+            host_header: None,
+            path: "/",
+            request_id: b"abc",
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        prepare_upstream_request(&mut h, &facts);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-port"], "8443");
+        // The raw-lines rewriting says the same (it serves plain connections today, but
+        // the two must not drift apart).
+        let head = b"GET / HTTP/1.1\r\nx-forwarded-proto: http\r\n\r\n";
+        let mut parsed = [httparse::EMPTY_HEADER; 4];
+        let mut request = httparse::Request::new(&mut parsed);
+        let _ = request.parse(head).unwrap();
+        let mut positions = Vec::new();
+        wire::header_positions(head, request.headers, &mut positions);
+        let raw = RawHeaders {
+            raw: bytes::Bytes::from_static(head),
+            positions,
+            connection_plain: false,
+        };
+        let mut out = Vec::new();
+        write_upstream_headers(&mut out, &raw, &facts);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("x-forwarded-proto: https\r\n"), "{text}");
+        assert!(!text.contains("x-forwarded-proto: http\r\n"), "{text}");
+    }
+
+    #[test]
     fn a_trusted_proxy_speaks_for_its_client() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
