@@ -194,6 +194,7 @@ pub fn route(config: &Config, route: &Route, stamps: Stamps) -> Value {
     let protocols: Vec<&str> = route.protocols.iter().copied().map(protocol_name).collect();
     let hosts: Vec<String> = route.hosts.iter().map(host_text).collect();
     let paths: Vec<String> = route.paths.iter().map(path_text).collect();
+    let snis: Vec<String> = route.snis.iter().map(|n| n.as_kong()).collect();
     json!({
         "id": route.id,
         "created_at": stamps.seconds,
@@ -211,7 +212,7 @@ pub fn route(config: &Config, route: &Route, stamps: Stamps) -> Value {
         "preserve_host": route.preserve_host,
         "request_buffering": true,
         "response_buffering": true,
-        "snis": null,
+        "snis": opt_list(&snis),
         "sources": null,
         "destinations": null,
         "tags": tags(&route.tags),

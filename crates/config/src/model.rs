@@ -16,8 +16,12 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub upstreams: Vec<UpstreamSpec>,
     pub plugins: Vec<Plugin>,
-    /// Kong `certificates[]` (client certificates for upstream mTLS), parsed and checked.
+    /// Kong `certificates[]`, parsed and checked: served by the TLS proxy listener when
+    /// an SNI names them, presented to upstreams when a service or upstream names them.
     pub certificates: Vec<Certificate>,
+    /// Kong `certificates[].snis` (in certificate order), then top-level `snis[]`:
+    /// which certificate the TLS listener serves for a server name. Names are unique.
+    pub snis: Vec<Sni>,
     /// Kong `ca_certificates[]`, parsed and checked.
     pub ca_certificates: Vec<CaCertificate>,
     /// Per upstream (indexed like `upstreams`): index into `certificates` of its
@@ -87,7 +91,67 @@ pub struct Certificate {
     pub chain: Vec<CertificateDer<'static>>,
     /// Shared: a private key is deliberately not `Clone` in `rustls-pki-types`.
     pub key: Arc<PrivateKeyDer<'static>>,
+    /// `cert_alt`/`key_alt`: a second chain and key (e.g. ECDSA next to RSA); the TLS
+    /// listener serves it to clients that cannot verify the first key's signatures.
+    pub alt: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
     pub tags: Vec<String>,
+}
+
+/// Kong `snis[]`: a server name and the certificate served for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sni {
+    pub id: String,
+    pub name: SniName,
+    /// Index into `Config::certificates`.
+    pub certificate: usize,
+    pub tags: Vec<String>,
+}
+
+/// A server name as Kong's `wildcard_host` type allows it, lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SniName {
+    Exact(String),
+    /// `*.example.com` (stored `.example.com`): stands for exactly one leftmost label,
+    /// as Kong's lookup replaces the first label of the client's name with `*`.
+    WildcardPrefix(String),
+    /// `example.*` (stored `example.`): stands for exactly one rightmost label.
+    WildcardSuffix(String),
+    /// `*`: Kong's default certificate, served when nothing else matches.
+    Default,
+}
+
+impl SniName {
+    /// The name as written in Kong's form (`*.example.com`, `example.*`, `*`).
+    pub fn as_kong(&self) -> String {
+        match self {
+            SniName::Exact(name) => name.clone(),
+            SniName::WildcardPrefix(rest) => format!("*{rest}"),
+            SniName::WildcardSuffix(rest) => format!("{rest}*"),
+            SniName::Default => "*".to_owned(),
+        }
+    }
+
+    /// Whether a client's server name (lower case, no trailing dot) matches, the way
+    /// Kong's certificate lookup (`produce_wild_snis`) does: exact; `*.x.y` for any
+    /// `label.x.y` (one label, so `a.b.x.y` does not match, and the rest must itself
+    /// have two labels: `*.com` matches nothing); `x.*` for any `x.label`. `*` matches
+    /// every name.
+    pub fn matches(&self, server_name: &str) -> bool {
+        match self {
+            SniName::Exact(name) => name == server_name,
+            SniName::WildcardPrefix(rest) => {
+                server_name.split_once('.').is_some_and(|(label, tail)| {
+                    !label.is_empty() && tail.contains('.') && rest.get(1..) == Some(tail)
+                })
+            }
+            SniName::WildcardSuffix(rest) => {
+                server_name.rsplit_once('.').is_some_and(|(head, label)| {
+                    !label.is_empty() && rest.strip_suffix('.') == Some(head)
+                })
+            }
+            SniName::Default => true,
+        }
+    }
 }
 
 /// Kong `ca_certificates[]`: one CA certificate (basic constraint `CA:TRUE`).
@@ -149,6 +213,10 @@ pub struct Route {
     pub paths: Vec<PathMatch>,
     /// Lower-cased header name → accepted values.
     pub headers: Vec<(String, Vec<HeaderValueMatch>)>,
+    /// `snis`: on the TLS listener the route matches only when the client's server name
+    /// matches one of these; on the plain listener they are not considered (Kong:
+    /// `net.protocol != "https" || tls.sni == ...`).
+    pub snis: Vec<SniName>,
     pub strip_path: bool,
     pub preserve_host: bool,
     pub regex_priority: i64,

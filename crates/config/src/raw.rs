@@ -9,10 +9,11 @@
 //! nested children do not repeat their parent key. Ranges, references, uniqueness and
 //! Kong's entity checks are validation's job.
 //!
-//! `certificates` and `ca_certificates` are decoded (their PEM is checked by validation,
-//! and the ones services and upstreams reference are used for TLS to upstreams). Entities
-//! Sluice does not run (consumers, snis, vaults, ...) are recorded by name and position
-//! only; validation decides whether each is a warning or an error.
+//! `certificates` (with their nested `snis`), top-level `snis` and `ca_certificates` are
+//! decoded (their PEM is checked by validation; certificates serve the TLS proxy listener
+//! by SNI and, when services and upstreams reference them, TLS to upstreams). Entities
+//! Sluice does not run (consumers, vaults, ...) are recorded by name and position only;
+//! validation decides whether each is a warning or an error.
 
 use std::collections::HashMap;
 
@@ -38,6 +39,8 @@ pub struct RawConfig {
     pub plugins: Vec<RawPlugin>,
     pub certificates: Vec<RawCertificate>,
     pub ca_certificates: Vec<RawCaCertificate>,
+    /// Top-level `snis` (nested ones live in their certificate).
+    pub snis: Vec<RawSni>,
     /// Entity collections Sluice does not run, with the number of entries in each.
     pub other_entities: Vec<Sp<(String, usize)>>,
 }
@@ -237,8 +240,23 @@ pub struct RawCertificate {
     pub cert_alt: Option<Sp<String>>,
     pub key_alt: Option<Sp<String>>,
     pub tags: Option<Sp<Vec<Sp<String>>>>,
-    /// Nested `snis` (server-side TLS, which Sluice does not terminate): where they are.
-    pub snis: Option<Pos>,
+    /// Nested `snis`: records `{name: ...}` as Kong's declarative format writes them, or
+    /// plain names (the Admin API's `snis` sugar on `POST /certificates`).
+    pub snis: Vec<RawSni>,
+}
+
+/// Kong `snis[]`: a server name (exact, `*.x.com`, `x.*`, or `*` for the default
+/// certificate) mapped to a certificate.
+#[derive(Clone, Debug)]
+pub struct RawSni {
+    pub path: Path,
+    pub pos: Pos,
+    pub id: Option<Sp<String>>,
+    pub name: Option<Sp<String>>,
+    /// Only on top-level SNIs (`certificate: <id>` or `{id: <id>}`); nested ones belong
+    /// to their certificate.
+    pub certificate: Option<RawRef>,
+    pub tags: Option<Sp<Vec<Sp<String>>>>,
 }
 
 /// Kong `ca_certificates[]`: one CA certificate, PEM.
@@ -284,7 +302,6 @@ const TOP_LEVEL: &[&str] = &[
 /// Top-level entity collections Sluice recognises but does not run.
 pub(crate) const OTHER_ENTITIES: &[&str] = &[
     "consumers",
-    "snis",
     "vaults",
     "keys",
     "key_sets",
@@ -333,6 +350,15 @@ const CERTIFICATE_FIELDS: &[&str] = &[
     "key_alt",
     "tags",
     "snis",
+    "created_at",
+    "updated_at",
+];
+
+const SNI_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "certificate",
+    "tags",
     "created_at",
     "updated_at",
 ];
@@ -435,6 +461,7 @@ enum Parent {
     Service,
     Route,
     Upstream,
+    Certificate,
 }
 
 /// Decodes the document tree. Structural problems go to `sink`; what could be read is
@@ -501,6 +528,11 @@ pub(crate) fn decode(sink: &mut Sink, tree: &Node) -> RawConfig {
     for (node, path) in top.entities(sink, "ca_certificates") {
         if let Some(ca) = ca_certificate(sink, node, &path) {
             config.ca_certificates.push(ca);
+        }
+    }
+    for (node, path) in top.entities(sink, "snis") {
+        if let Some(sni) = sni(sink, node, &path, Parent::TopLevel) {
+            config.snis.push(sni);
         }
     }
     for name in OTHER_ENTITIES {
@@ -746,7 +778,39 @@ fn certificate(sink: &mut Sink, node: &Node, path: &Path) -> Option<RawCertifica
         cert_alt: f.str(sink, "cert_alt"),
         key_alt: f.str(sink, "key_alt"),
         tags: f.str_list(sink, "tags"),
-        snis: f.node("snis").map(|(n, _)| n.pos),
+        snis: f
+            .entities(sink, "snis")
+            .into_iter()
+            .filter_map(|(child, child_path)| sni(sink, child, &child_path, Parent::Certificate))
+            .collect(),
+    })
+}
+
+fn sni(sink: &mut Sink, node: &Node, path: &Path, parent: Parent) -> Option<RawSni> {
+    if let (Value::Str(name), Parent::Certificate) = (&node.value, parent) {
+        return Some(RawSni {
+            path: path.clone(),
+            pos: node.pos,
+            id: None,
+            name: Some(Sp::new(name.clone(), node.pos, path.clone())),
+            certificate: None,
+            tags: None,
+        });
+    }
+    let f = fields(sink, node, path, SNI_FIELDS)?;
+    let certificate = if parent == Parent::Certificate {
+        forbid_parent_key(sink, &f, "certificate", "certificate");
+        None
+    } else {
+        reference(sink, &f, "certificate")
+    };
+    Some(RawSni {
+        path: path.clone(),
+        pos: node.pos,
+        id: f.str(sink, "id"),
+        name: f.str(sink, "name"),
+        certificate,
+        tags: f.str_list(sink, "tags"),
     })
 }
 
@@ -910,7 +974,7 @@ fn plugin(sink: &mut Sink, node: &Node, path: &Path, parent: Parent) -> Option<R
             forbid_parent_key(sink, &f, "route", "route");
             (reference(sink, &f, "service"), None)
         }
-        Parent::TopLevel | Parent::Upstream => {
+        Parent::TopLevel | Parent::Upstream | Parent::Certificate => {
             (reference(sink, &f, "service"), reference(sink, &f, "route"))
         }
     };

@@ -640,3 +640,66 @@ fn tls_settings_resolve_to_the_declared_certificates() {
     assert_eq!(ledger.tls, Default::default(), "null settings stay null");
     assert_eq!(config.upstream_client_certificates, vec![Some(0)]);
 }
+
+#[test]
+fn snis_resolve_to_their_certificate_in_kongs_forms() {
+    use sluice_config::model::SniName;
+    let config = ok("tls-listener.yaml");
+    let names: Vec<(SniName, usize)> = config
+        .snis
+        .iter()
+        .map(|s| (s.name.clone(), s.certificate))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            (SniName::Exact("api.example.test".into()), 0),
+            (SniName::WildcardPrefix(".example.test".into()), 0),
+            (SniName::WildcardSuffix("example.".into()), 0),
+            (SniName::Default, 0),
+            // Lower-cased, the trailing dot of a fully qualified name dropped.
+            (SniName::Exact("legacy.example.org".into()), 0),
+        ]
+    );
+    assert_eq!(config.snis[0].tags, vec!["edge".to_owned()]);
+    let route = &config.routes[0];
+    assert_eq!(route.protocols, vec![Protocol::Https]);
+    assert_eq!(
+        route.snis,
+        vec![
+            SniName::Exact("api.example.test".into()),
+            SniName::WildcardPrefix(".example.test".into())
+        ]
+    );
+    // Used by SNIs, so no "certificate is not used" warning.
+    let loaded = load(&data_dir("ok").join("tls-listener.yaml")).unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .all(|w| !w.message.contains("not used")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn sni_names_match_like_kongs_certificate_lookup() {
+    use sluice_config::model::SniName;
+    let prefix = SniName::WildcardPrefix(".example.com".into());
+    assert!(prefix.matches("a.example.com"));
+    // One label only, as Kong replaces the first label with `*`.
+    assert!(!prefix.matches("a.b.example.com"));
+    assert!(!prefix.matches("example.com"));
+    assert!(!prefix.matches(".example.com"));
+    // `*.com` would need a two-label rest in Kong's lookup: it matches nothing.
+    assert!(!SniName::WildcardPrefix(".com".into()).matches("example.com"));
+    let suffix = SniName::WildcardSuffix("example.".into());
+    assert!(suffix.matches("example.org"));
+    assert!(!suffix.matches("example.co.uk"));
+    assert!(!suffix.matches("www.example.org"));
+    assert!(!suffix.matches("example."));
+    assert!(SniName::Exact("a.test".into()).matches("a.test"));
+    assert!(!SniName::Exact("a.test".into()).matches("b.test"));
+    assert!(SniName::Default.matches("anything.test"));
+}

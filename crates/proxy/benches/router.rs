@@ -34,6 +34,7 @@ fn route(i: usize) -> Route {
         regex_priority: 0,
         path_handling: "v0".into(),
         https_redirect_status_code: 426,
+        snis: Vec::new(),
         tags: Vec::new(),
         extensions: Default::default(),
     };
@@ -85,6 +86,7 @@ fn config() -> Config {
         upstreams: Vec::new(),
         plugins: Vec::new(),
         certificates: Vec::new(),
+        snis: Vec::new(),
         ca_certificates: Vec::new(),
         upstream_client_certificates: Vec::new(),
         hash: String::new(),

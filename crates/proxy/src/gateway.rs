@@ -39,6 +39,13 @@ use crate::runtime::{BuildError, Runtime, Slots};
 pub struct GatewayOptions {
     /// Proxy listeners (Kong's `proxy_listen`; default `0.0.0.0:8000`).
     pub listen: Vec<SocketAddr>,
+    /// TLS proxy listeners (Kong's `proxy_listen ... ssl`, which Kong opens on 8443):
+    /// certificates by SNI from the configuration's `snis`. Empty by default (opt-in,
+    /// see the `--proxy-listen-tls` flag of the binary for why).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Longest time from accept to a finished TLS handshake (default
+    /// [`TLS_HANDSHAKE_TIMEOUT`](crate::tls_server::TLS_HANDSHAKE_TIMEOUT)).
+    pub tls_handshake_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
     /// Largest request body accepted; `None` = unlimited (Kong's default).
@@ -63,6 +70,8 @@ impl Default for GatewayOptions {
     fn default() -> Self {
         GatewayOptions {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 8000))],
+            tls_listen: Vec::new(),
+            tls_handshake_timeout: crate::tls_server::TLS_HANDSHAKE_TIMEOUT,
             // Long enough for typical API calls to finish, short enough for a rolling
             // deploy (Kubernetes' default termination grace is 30 s).
             shutdown_grace: Duration::from_secs(10),
@@ -84,6 +93,8 @@ pub enum GatewayError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up the TLS listener: {0}")]
+    Tls(#[from] crate::tls_server::TlsServerError),
     #[error("configuration rejected: {0}")]
     Config(#[from] BuildError),
     #[error("upstream {0:?} does not exist")]
@@ -105,6 +116,7 @@ pub struct ServerCounters {
 pub struct Gateway {
     shared: Arc<Shared>,
     local_addrs: Vec<SocketAddr>,
+    tls_local_addrs: Vec<SocketAddr>,
     servers: Mutex<Vec<JoinHandle<()>>>,
     driver: Mutex<Option<JoinHandle<()>>>,
     stop_servers: watch::Sender<bool>,
@@ -169,6 +181,20 @@ impl Gateway {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
+        let mut tls_listeners = Vec::with_capacity(options.tls_listen.len());
+        for addr in &options.tls_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    addr: *addr,
+                    source,
+                })?;
+            tls_listeners.push(listener);
+        }
+        let tls_local_addrs: Vec<SocketAddr> = tls_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
 
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
@@ -192,7 +218,7 @@ impl Gateway {
             stop_rx.clone(),
         ));
         let driver = tokio::spawn(driver::run(core, events, stop_driver.clone()));
-        let servers = listeners
+        let mut servers: Vec<JoinHandle<()>> = listeners
             .into_iter()
             .map(|listener| {
                 tokio::spawn(crate::server::serve(
@@ -203,10 +229,24 @@ impl Gateway {
                 ))
             })
             .collect();
+        if !tls_listeners.is_empty() {
+            let acceptor = crate::tls_server::acceptor(shared.clone())?;
+            for listener in tls_listeners {
+                servers.push(tokio::spawn(crate::server::serve_tls(
+                    listener,
+                    shared.clone(),
+                    (acceptor.clone(), options.tls_handshake_timeout),
+                    stop_rx.clone(),
+                    options.shutdown_grace,
+                )));
+            }
+            tracing::info!(listen = ?tls_local_addrs, "TLS proxy listening");
+        }
         tracing::info!(listen = ?local_addrs, hash = %config.hash, "proxy listening");
         Ok(Gateway {
             shared,
             local_addrs,
+            tls_local_addrs,
             servers: Mutex::new(servers),
             driver: Mutex::new(Some(driver)),
             stop_servers,
@@ -228,6 +268,11 @@ impl Gateway {
     /// Every listener's bound address.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Every TLS listener's bound address.
+    pub fn tls_local_addrs(&self) -> &[SocketAddr] {
+        &self.tls_local_addrs
     }
 
     /// Hot reload: compile, update the controller, swap. On error nothing changes.

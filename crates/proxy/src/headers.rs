@@ -216,6 +216,8 @@ pub struct ConnectionHeaders {
     /// Whether the peer is a trusted proxy (Kong's `trusted_ips`): its `X-Forwarded-*`
     /// and real-IP headers are believed.
     pub trusted: bool,
+    /// The connection arrived on the TLS listener (`X-Forwarded-Proto: https`).
+    pub https: bool,
 }
 
 impl ConnectionHeaders {
@@ -224,7 +226,13 @@ impl ConnectionHeaders {
             client_ip: ip_header(client.ip()),
             listener_port: HeaderValue::from(listener_port),
             trusted,
+            https: false,
         }
+    }
+
+    /// Kong's `$scheme`: what `X-Forwarded-Proto` says when the client's is not kept.
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
     }
 }
 
@@ -267,7 +275,10 @@ pub fn prepare_upstream_request(headers: &mut HeaderMap, facts: &ClientFacts<'_>
     let keep =
         |headers: &HeaderMap, name: &HeaderName| connection.trusted && headers.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(connection.scheme()),
+        );
     }
     if !keep(headers, &X_FORWARDED_HOST) {
         let forwarded_host = match facts.host_header {
@@ -379,7 +390,7 @@ pub fn write_upstream_headers(out: &mut Vec<u8>, raw: &RawHeaders, facts: &Clien
     line(out, b"x-real-ip", client_ip.as_bytes());
     let trusted = connection.trusted;
     if !(trusted && has_proto) {
-        line(out, b"x-forwarded-proto", b"http");
+        line(out, b"x-forwarded-proto", connection.scheme().as_bytes());
     }
     if !(trusted && has_host) && is_valid_value(facts.host.as_bytes()) {
         line(out, b"x-forwarded-host", facts.host.as_bytes());
@@ -667,6 +678,43 @@ mod tests {
             h.get("x-forwarded-prefix").is_none(),
             "an untrusted client's prefix is dropped, as Kong does"
         );
+    }
+
+    #[test]
+    fn a_tls_connection_says_https_in_both_rewritings() {
+        let mut connection = ConnectionHeaders::new("192.0.2.7:5555".parse().unwrap(), 8443, false);
+        connection.https = true;
+        let facts = ClientFacts {
+            connection: &connection,
+            real_client: None,
+            host: "api.example.com",
+            host_header: None,
+            path: "/",
+            request_id: b"abc",
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        prepare_upstream_request(&mut h, &facts);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-port"], "8443");
+        // The raw-lines rewriting says the same (it serves plain connections today, but
+        // the two must not drift apart).
+        let head = b"GET / HTTP/1.1\r\nx-forwarded-proto: http\r\n\r\n";
+        let mut parsed = [httparse::EMPTY_HEADER; 4];
+        let mut request = httparse::Request::new(&mut parsed);
+        let _ = request.parse(head).unwrap();
+        let mut positions = Vec::new();
+        wire::header_positions(head, request.headers, &mut positions);
+        let raw = RawHeaders {
+            raw: bytes::Bytes::from_static(head),
+            positions,
+            connection_plain: false,
+        };
+        let mut out = Vec::new();
+        write_upstream_headers(&mut out, &raw, &facts);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("x-forwarded-proto: https\r\n"), "{text}");
+        assert!(!text.contains("x-forwarded-proto: http\r\n"), "{text}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Sluice's data plane.
 //!
-//! Listeners ([`server`]) accept HTTP/1.1 and h2c; the [`router`] matches Kong routes;
+//! Listeners ([`server`]) accept HTTP/1.1 and h2c, and HTTP/1.1 and HTTP/2 over TLS with
+//! certificates chosen by SNI ([`tls_server`]); the [`router`] matches Kong routes;
 //! [`proxy`] prepares each request and [`forward`] sends it to an address chosen by the
 //! decision core (`sluice-core`), retrying on another address when Kong's rules and the
 //! retry budget allow. The [`driver`] owns the core's `Controller`, runs active
@@ -32,6 +33,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod tls;
+pub mod tls_server;
 pub mod tunnel;
 pub mod upstream;
 pub mod warm;

@@ -32,7 +32,7 @@ use crate::ids;
 use crate::pool::Pool;
 use crate::realip::TrustedProxies;
 use crate::record::{RequestRecord, ResponseSource, RouteRef, ServiceRef};
-use crate::router::{RequestFacts, RouteInfo, RouteMatch, upstream_path};
+use crate::router::{Listener, RequestFacts, RouteInfo, RouteMatch, upstream_path};
 use crate::runtime::{Runtime, ServiceRuntime, ServiceTarget, UpstreamRuntime};
 use crate::tunnel;
 use crate::wire::Rewind;
@@ -80,6 +80,15 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Per-connection header values, rendered once at accept.
     pub headers: Arc<headers::ConnectionHeaders>,
+    /// Set on the TLS listener: the TLS facts routes match on.
+    pub tls: Option<TlsConn>,
+}
+
+/// What the router needs to know of a TLS connection.
+#[derive(Debug, Clone)]
+pub struct TlsConn {
+    /// The server name the client sent (lower case, no trailing dot), if any.
+    pub sni: Option<Arc<str>>,
 }
 
 impl ConnInfo {
@@ -93,6 +102,37 @@ impl ConnInfo {
                 local.port(),
                 is_trusted,
             )),
+            tls: None,
+        }
+    }
+
+    /// A connection of the TLS listener.
+    pub fn new_tls(
+        remote: SocketAddr,
+        local: SocketAddr,
+        trusted: &TrustedProxies,
+        sni: Option<&str>,
+    ) -> Self {
+        let mut headers =
+            headers::ConnectionHeaders::new(remote, local.port(), trusted.is_trusted(remote.ip()));
+        headers.https = true;
+        ConnInfo {
+            remote,
+            local,
+            headers: Arc::new(headers),
+            tls: Some(TlsConn {
+                sni: sni.map(|name| Arc::from(crate::tls_server::normalize_server_name(name))),
+            }),
+        }
+    }
+
+    /// The listener as the router sees it.
+    pub fn listener(&self) -> Listener<'_> {
+        match &self.tls {
+            None => Listener::Plain,
+            Some(tls) => Listener::Tls {
+                sni: tls.sni.as_deref(),
+            },
         }
     }
 }
@@ -290,17 +330,20 @@ pub(crate) fn new_sticky_cookie(
     ))
 }
 
-/// Serve a client connection with hyper (HTTP/1.1 with upgrades, or h2c), `already_read`
-/// replayed first: every connection when the fast lane is off, and those the fast lane
-/// handed over. Ends early, gracefully (HTTP/1.1: after the current response; h2:
-/// GOAWAY), when `drain` turns true.
-pub(crate) async fn serve_hyper(
-    stream: tokio::net::TcpStream,
+/// Serve a client connection with hyper (HTTP/1.1 with upgrades, or HTTP/2: h2c on a
+/// plain stream, h2 over TLS), `already_read` replayed first: every connection when the
+/// fast lane is off, those the fast lane handed over, and every TLS connection. Ends
+/// early, gracefully (HTTP/1.1: after the current response; h2: GOAWAY), when `drain`
+/// turns true.
+pub(crate) async fn serve_hyper<S>(
+    stream: S,
     already_read: Bytes,
     shared: Arc<Shared>,
     info: ConnInfo,
     mut drain: tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let remote = info.remote;
     let handler_shared = shared.clone();
     let service = hyper::service::service_fn(move |request| {
@@ -361,12 +404,15 @@ pub async fn handle(
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     let path = parts.uri.path();
-    let Some(matched) = runtime.router.find(RequestFacts {
-        method: &parts.method,
-        host: host_value,
-        path,
-        headers: HeaderView::Map(&parts.headers),
-    }) else {
+    let Some(matched) = runtime.router.find_on(
+        RequestFacts {
+            method: &parts.method,
+            host: host_value,
+            path,
+            headers: HeaderView::Map(&parts.headers),
+        },
+        conn.listener(),
+    ) else {
         return Ok(gateway_response(
             &shared,
             ErrorKind::NoRouteMatched,
@@ -378,7 +424,9 @@ pub async fn handle(
     let info = matched.info.clone();
     record_route(&mut record, &info);
 
-    if let Some(code) = info.https_redirect {
+    // Only plain-HTTP requests are redirected: on the TLS listener the request already is
+    // what an https-only route asks for.
+    if let Some(code) = info.https_redirect.filter(|_| conn.tls.is_none()) {
         return Ok(https_redirect(
             &shared,
             code,

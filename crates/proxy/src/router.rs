@@ -8,7 +8,15 @@
 //! - `paths`: prefix, or a `~` regex anchored at the start of the path.
 //! - `methods`: exact (upper case). `headers`: case-insensitive equality, or a regex
 //!   when the value was written `~*...`.
-//! - Priority, highest first: number of fields set; only plain hosts over any wildcard;
+//! - `protocols` and the listener: on the plain listener every HTTP route is a
+//!   candidate and one that takes only `https` answers with its
+//!   `https_redirect_status_code`; on the TLS listener only routes whose protocols
+//!   include `https` (or `grpcs`/`wss`) are (Kong 3.x adds `net.protocol == ...` to every
+//!   route but an `https`-only one).
+//! - `snis`: on the TLS listener the client's server name must match one of them
+//!   (exact, or a wildcard as certificate SNIs match); on the plain listener they are not
+//!   considered (Kong: `net.protocol != "https" || tls.sni == ...`).
+//! - Priority, highest first: number of fields set (`snis` counts); only plain hosts over any wildcard;
 //!   header count; regex path over prefix path; `regex_priority` (regex paths only);
 //!   longest prefix; then configuration order. As Kong's `traditional_compatible`
 //!   flavour does, a route with several paths is split into one entry per path so each
@@ -33,7 +41,7 @@ use std::sync::Arc;
 use http::Method;
 use regex::{Regex, RegexSet};
 use sluice_config::model::{
-    Config, HeaderValueMatch, HostMatch, PathMatch, Protocol, Route, Service,
+    Config, HeaderValueMatch, HostMatch, PathMatch, Protocol, Route, Service, SniName,
 };
 
 use crate::headers::HeaderView;
@@ -128,6 +136,21 @@ struct CompiledRoute {
     /// Empty = any host.
     hosts: Vec<HostMatch>,
     headers: Vec<HeaderMatcher>,
+    /// The route takes TLS connections (`https`, `grpcs` or `wss` among its protocols).
+    tls: bool,
+    /// Empty = any server name (TLS listener only).
+    snis: Vec<SniName>,
+}
+
+/// Which listener a request arrived on: the router's view of Kong's `net.protocol`
+/// and `tls.sni`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener<'a> {
+    Plain,
+    /// `sni`: the server name the client sent, lower case without a trailing dot.
+    Tls {
+        sni: Option<&'a str>,
+    },
 }
 
 /// Byte trie over prefix paths; each node lists the entries (ranks) whose prefix ends
@@ -506,7 +529,12 @@ impl Router {
             let fields = u8::from(!route.methods.is_empty())
                 + u8::from(!route.hosts.is_empty())
                 + u8::from(!route.paths.is_empty())
-                + u8::from(!route.headers.is_empty());
+                + u8::from(!route.headers.is_empty())
+                + u8::from(!route.snis.is_empty());
+            let tls = route
+                .protocols
+                .iter()
+                .any(|p| matches!(p, Protocol::Https | Protocol::Grpcs | Protocol::Wss));
             // Every host pattern indexes the route; no hosts = the any-host group.
             let host_keys: Vec<HostMatch> = hosts.clone();
 
@@ -583,6 +611,8 @@ impl Router {
                 methods,
                 hosts,
                 headers,
+                tls,
+                snis: route.snis.clone(),
             });
         }
 
@@ -641,8 +671,17 @@ impl Router {
         self.routes.is_empty()
     }
 
-    /// Find the highest-priority route matching the request.
+    /// Find the highest-priority route matching a request of the plain listener.
     pub fn find(&self, request: RequestFacts<'_>) -> Option<RouteMatch<'_>> {
+        self.find_on(request, Listener::Plain)
+    }
+
+    /// Find the highest-priority route matching a request of `listener`.
+    pub fn find_on(
+        &self,
+        request: RequestFacts<'_>,
+        listener: Listener<'_>,
+    ) -> Option<RouteMatch<'_>> {
         // Only host-bound routes read the host (`route.hosts` is empty for every route
         // when `host_bound` is false), so without any there is nothing to normalise.
         let host = if self.host_bound {
@@ -688,6 +727,16 @@ impl Router {
             let Some(route) = self.routes.get(entry.route as usize) else {
                 continue;
             };
+            if let Listener::Tls { sni } = listener {
+                if !route.tls {
+                    continue;
+                }
+                if !route.snis.is_empty()
+                    && !sni.is_some_and(|sni| route.snis.iter().any(|n| n.matches(sni)))
+                {
+                    continue;
+                }
+            }
             if !route.methods.is_empty() && !route.methods.iter().any(|m| m == request.method) {
                 continue;
             }
@@ -858,6 +907,7 @@ mod tests {
             regex_priority: 0,
             path_handling: "v0".into(),
             https_redirect_status_code: 426,
+            snis: Vec::new(),
             tags: Vec::new(),
             extensions: Default::default(),
         }
@@ -886,6 +936,7 @@ mod tests {
             upstreams: Vec::new(),
             plugins: Vec::new(),
             certificates: Vec::new(),
+            snis: Vec::new(),
             ca_certificates: Vec::new(),
             upstream_client_certificates: Vec::new(),
             hash: String::new(),
@@ -1254,6 +1305,83 @@ mod tests {
                 headers: HeaderView::Map(&headers),
             })
             .unwrap();
+        assert_eq!(m.info.https_redirect, Some(426));
+    }
+
+    fn find_tls(router: &Router, path: &str, sni: Option<&str>) -> Option<String> {
+        let headers = HeaderMap::new();
+        router
+            .find_on(
+                RequestFacts {
+                    method: &Method::GET,
+                    host: "x",
+                    path,
+                    headers: HeaderView::Map(&headers),
+                },
+                Listener::Tls { sni },
+            )
+            .map(|m| m.info.route.label.to_string())
+    }
+
+    #[test]
+    fn the_tls_listener_takes_only_routes_with_https() {
+        let mut plain = route("plain");
+        plain.protocols = vec![Protocol::Http];
+        plain.paths = vec![prefix("/p")];
+        let mut both = route("both");
+        both.paths = vec![prefix("/b")];
+        let mut secure = route("secure");
+        secure.protocols = vec![Protocol::Https];
+        secure.paths = vec![prefix("/s")];
+        let router = Router::build(&config(vec![plain, both, secure])).unwrap();
+        assert_eq!(find_tls(&router, "/p", Some("a.test")), None);
+        assert_eq!(find_tls(&router, "/b", None).as_deref(), Some("both"));
+        assert_eq!(find_tls(&router, "/s", None).as_deref(), Some("secure"));
+        // The plain listener still sees the http-only route.
+        assert_eq!(
+            find(&router, "GET", "x", "/p", &[]).as_deref(),
+            Some("plain")
+        );
+    }
+
+    #[test]
+    fn route_snis_filter_on_tls_only_and_count_as_a_field() {
+        let mut by_sni = route("by-sni");
+        by_sni.protocols = vec![Protocol::Https];
+        by_sni.snis = vec![
+            SniName::Exact("a.test".into()),
+            SniName::WildcardPrefix(".w.test".into()),
+        ];
+        by_sni.paths = vec![prefix("/")];
+        let mut fallback = route("fallback");
+        fallback.paths = vec![prefix("/")];
+        // Config order puts the fallback first; the sni field outranks it.
+        let router = Router::build(&config(vec![fallback, by_sni])).unwrap();
+        assert_eq!(
+            find_tls(&router, "/x", Some("a.test")).as_deref(),
+            Some("by-sni")
+        );
+        assert_eq!(
+            find_tls(&router, "/x", Some("z.w.test")).as_deref(),
+            Some("by-sni")
+        );
+        assert_eq!(
+            find_tls(&router, "/x", Some("b.test")).as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(find_tls(&router, "/x", None).as_deref(), Some("fallback"));
+        // Plain listener: snis are not considered, the https-only route wins and
+        // redirects.
+        let headers = HeaderMap::new();
+        let m = router
+            .find(RequestFacts {
+                method: &Method::GET,
+                host: "x",
+                path: "/x",
+                headers: HeaderView::Map(&headers),
+            })
+            .unwrap();
+        assert_eq!(&*m.info.route.label, "by-sni");
         assert_eq!(m.info.https_redirect, Some(426));
     }
 

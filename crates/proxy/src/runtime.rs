@@ -10,6 +10,9 @@
 //! publishes, the retry budget) lives in an [`UpstreamSlot`] that successive runtimes
 //! share by upstream name.
 //!
+//! The TLS listener's certificates ([`CertStore`]) are compiled here too, so a reload
+//! swaps routes and certificates together.
+//!
 //! An `https` service gets an [`UpstreamTls`] here (its `tls_verify`, `tls_verify_depth`,
 //! `ca_certificates` and client certificate, the upstream's `client_certificate` when the
 //! service names none, as Kong's `fallback_upstream_client_cert` does), and its `Host`
@@ -31,6 +34,7 @@ use sluice_core::topology::{Algorithm, HashOn, UpstreamSpec};
 use crate::headers::host_header_for;
 use crate::router::{Router, RouterError, service_label};
 use crate::tls::{ClientIdentity, DEFAULT_VERIFY_DEPTH, TlsSettings, UpstreamTls};
+use crate::tls_server::CertStore;
 
 /// The per-upstream state shared by every generation that has this upstream.
 #[derive(Debug)]
@@ -236,6 +240,8 @@ pub struct Runtime {
     pub router: Router,
     /// Indexed like `config.services`.
     pub services: Vec<ServiceRuntime>,
+    /// The TLS listener's certificates by server name (`snis`).
+    pub certs: CertStore,
 }
 
 /// The TLS settings of an `https` service, shared with every other service (of this or
@@ -419,11 +425,13 @@ impl Runtime {
                 client_certificate: client.and_then(|i| identities.get(i).cloned()),
             }));
         }
+        let certs = CertStore::build(&config);
         Ok(Runtime {
             generation,
             config,
             router,
             services,
+            certs,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Client-facing listeners: accept loop, HTTP/1.1 and h2c on the same port, keep-alive,
-//! `TCP_NODELAY`, graceful shutdown.
+//! `TCP_NODELAY`, graceful shutdown; and the TLS listener's loop, the same with a
+//! bounded TLS handshake ([`crate::tls_server`]) before hyper.
 //!
 //! One task per connection; the handler holds no lock across an await. A connection
 //! starts on the HTTP/1.1 fast lane ([`crate::fastlane`]) and moves to hyper-util's
@@ -19,8 +20,11 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use tokio_rustls::TlsAcceptor;
+
 use crate::fastlane;
 use crate::proxy::{self, ConnInfo, Shared};
+use crate::tls_server::{Opening, check_opening};
 
 /// Longest time a client may take to send a request head (nginx's
 /// `client_header_timeout` default is 60 s; 30 s still serves slow mobile links while
@@ -52,6 +56,29 @@ pub(crate) fn hyper_builder() -> &'static auto::Builder<TokioExecutor> {
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    serve_with(listener, shared, None, shutdown, grace).await;
+}
+
+/// Serve the TLS `listener` (every connection through hyper after a handshake bounded by
+/// the duration next to `acceptor`) until `shutdown` turns true, then drain for at most
+/// `grace`, like [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    acceptor: (TlsAcceptor, Duration),
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    serve_with(listener, shared, Some(acceptor), shutdown, grace).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<(TlsAcceptor, Duration)>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -80,7 +107,7 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                spawn_connection(&shared, stream, remote, local, drain_rx.clone());
+                spawn_connection(&shared, stream, remote, local, drain_rx.clone(), tls.as_ref());
             }
         }
     }
@@ -101,8 +128,8 @@ fn spawn_connection(
     remote: SocketAddr,
     local: SocketAddr,
     drain: watch::Receiver<bool>,
+    tls: Option<&(TlsAcceptor, Duration)>,
 ) {
-    let info = ConnInfo::new(remote, local, &shared.trusted_proxies);
     let stats = shared.clone();
     stats
         .stats
@@ -114,14 +141,28 @@ fn spawn_connection(
         .fetch_add(1, Ordering::Relaxed);
     shared.core.metrics.on_connection_opened();
     let shared = shared.clone();
+    let tls = tls.cloned();
     tokio::spawn(async move {
-        if shared.fast_lane {
+        if let Some((acceptor, handshake_timeout)) = tls {
+            serve_tls_connection(
+                acceptor,
+                handshake_timeout,
+                stream,
+                remote,
+                local,
+                shared,
+                drain,
+            )
+            .await;
+        } else if shared.fast_lane {
+            let info = ConnInfo::new(remote, local, &shared.trusted_proxies);
             // Outside tokio's cooperative budget: the fast lane yields at every request
             // anyway (its upstream read waits for the backend), and counting the budget
             // on each of its reads and writes was about 2 % of a request's instructions.
             // Hyper's lane keeps the budget.
             tokio::task::unconstrained(fastlane::serve(stream, shared, info, drain)).await;
         } else {
+            let info = ConnInfo::new(remote, local, &shared.trusted_proxies);
             proxy::serve_hyper(stream, Bytes::new(), shared, info, drain).await;
         }
         stats
@@ -134,4 +175,55 @@ fn spawn_connection(
             .fetch_add(1, Ordering::Relaxed);
         stats.core.metrics.on_connection_closed();
     });
+}
+
+/// One connection of the TLS listener: plain HTTP gets nginx's 400, anything else is a
+/// TLS handshake bounded by `handshake_timeout` (by default
+/// [`TLS_HANDSHAKE_TIMEOUT`](crate::tls_server::TLS_HANDSHAKE_TIMEOUT); abandoned at once
+/// when the gateway drains), then hyper serves the decrypted stream (h2 when ALPN chose
+/// it, HTTP/1.1 otherwise: hyper-util's `auto` server tells them apart by the preface).
+async fn serve_tls_connection(
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    mut stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    mut drain: watch::Receiver<bool>,
+) {
+    let handshake = async {
+        if let Opening::PlainHttp = check_opening(&mut stream).await {
+            return None;
+        }
+        match acceptor.accept(stream).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                // A bad ClientHello, an alert, a reset: nothing to answer.
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    let draining = async {
+        // A `Ref` must not live across an await: only whether the wait ended is kept.
+        let _ = drain.wait_for(|draining| *draining).await.is_ok();
+    };
+    let tls = tokio::select! {
+        outcome = tokio::time::timeout(handshake_timeout, handshake) => match outcome {
+            Ok(Some(tls)) => tls,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = draining => return,
+    };
+    let info = ConnInfo::new_tls(
+        remote,
+        local,
+        &shared.trusted_proxies,
+        tls.get_ref().1.server_name(),
+    );
+    proxy::serve_hyper(tls, Bytes::new(), shared, info, drain).await;
 }

@@ -167,7 +167,7 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
 }
 
 /// The crypto provider every configuration is built with (see the module doc).
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))

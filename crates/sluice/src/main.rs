@@ -97,6 +97,12 @@ pub struct ListenArgs {
     /// Proxy listener.
     #[arg(long, default_value = "0.0.0.0:8000", env = "SLUICE_PROXY_LISTEN")]
     pub proxy_listen: SocketAddr,
+    /// TLS proxy listener (Kong's `0.0.0.0:8443 ssl`): certificates chosen by SNI from the
+    /// configuration's `snis`, a generated self-signed one when none matches. Off unless
+    /// given: opening a second public port is the operator's decision (and Sluice used to
+    /// sit behind a TLS terminator that may already own 8443).
+    #[arg(long, value_name = "ADDR", env = "SLUICE_PROXY_LISTEN_TLS")]
+    pub proxy_listen_tls: Option<SocketAddr>,
     /// Admin API listener. A non-loopback address requires --admin-token.
     #[arg(long, default_value = "127.0.0.1:8001", env = "SLUICE_ADMIN_LISTEN")]
     pub admin_listen: SocketAddr,

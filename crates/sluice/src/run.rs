@@ -62,6 +62,7 @@ pub async fn run_file(
     }
     let listeners = Listeners {
         proxy: listen.proxy_listen,
+        proxy_tls: listen.proxy_listen_tls,
         admin: listen.admin_listen,
         gui: listen.gui_listen,
         token: listen.admin_token,
@@ -87,6 +88,7 @@ pub async fn run_demo(listen: DemoListenArgs, log: LogArgs) -> anyhow::Result<()
         .map_err(|d| anyhow::anyhow!("the demo configuration is invalid:\n{d}"))?;
     let listeners = Listeners {
         proxy: listen.proxy_listen,
+        proxy_tls: None,
         admin: listen.admin_listen,
         gui: listen.gui_listen,
         token: None,
@@ -113,6 +115,8 @@ pub async fn run_demo(listen: DemoListenArgs, log: LogArgs) -> anyhow::Result<()
 
 struct Listeners {
     proxy: SocketAddr,
+    /// `--proxy-listen-tls`: the TLS proxy listener, when enabled.
+    proxy_tls: Option<SocketAddr>,
     admin: SocketAddr,
     gui: SocketAddr,
     token: Option<String>,
@@ -150,8 +154,15 @@ async fn serve(
         dns_resolvers: listen.dns_resolvers.clone(),
         trusted_proxies: listen.trusted_proxies.clone(),
         fast_lane: listen.fast_lane,
+        tls_listen: listen.proxy_tls.into_iter().collect(),
         ..GatewayOptions::default()
     };
+    if listen.proxy_tls.is_none() && !config.snis.is_empty() {
+        tracing::warn!(
+            snis = config.snis.len(),
+            "snis are configured but no TLS listener is: add --proxy-listen-tls 0.0.0.0:8443"
+        );
+    }
     let gateway = Arc::new(Gateway::start(config, options).await?);
     let demo_mode = demo.is_some();
     let control: Arc<dyn sluice_admin::Control> =
@@ -164,6 +175,7 @@ async fn serve(
             .local_addrs()
             .iter()
             .map(|a| a.to_string())
+            .chain(gateway.tls_local_addrs().iter().map(|a| format!("{a} ssl")))
             .collect::<Vec<_>>()
             .into(),
     );
@@ -197,7 +209,7 @@ async fn serve(
     ));
 
     let proxy_addr = gateway.local_addr();
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, gui = %gui_addr, "sluice is running");
+    tracing::info!(proxy = %proxy_addr, proxy_tls = ?gateway.tls_local_addrs(), admin = %admin_addr, gui = %gui_addr, "sluice is running");
     if demo_mode {
         let p = proxy_addr.port();
         println!();

@@ -158,6 +158,7 @@ pub fn config(source: &str) -> Config {
         regex_priority: 0,
         path_handling: "v0".into(),
         https_redirect_status_code: 426,
+        snis: Vec::new(),
         tags: vec![],
         extensions: RouteExtensions::default(),
     };
@@ -209,6 +210,7 @@ pub fn config(source: &str) -> Config {
             tags: vec![],
         }],
         certificates: Vec::new(),
+        snis: Vec::new(),
         ca_certificates: Vec::new(),
         upstream_client_certificates: Vec::new(),
         hash: format!("{:032x}", source.len()),

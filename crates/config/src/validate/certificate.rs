@@ -9,7 +9,12 @@
 //! - `ca_certificates[].cert` is exactly one certificate ("please submit only one
 //!   certificate at a time") with the basic constraint `CA:TRUE`.
 //! - References (`services[].client_certificate`, `services[].ca_certificates[]`,
-//!   `upstreams[].client_certificate`) name an entity of the file by id.
+//!   `upstreams[].client_certificate`, `snis[].certificate`) name an entity of the file
+//!   by id (certificates have no name in Kong, so there is nothing else to name them by).
+//! - `snis` (top-level, and nested under a certificate): each `name` is Kong's
+//!   `wildcard_host` (an exact hostname, one `*` as the whole leftmost or rightmost
+//!   label, or `*` alone for the default certificate; not an IP, no port), unique across
+//!   the file; a top-level SNI names its certificate.
 //!
 //! Not checked, on purpose: Kong rejects a CA certificate whose "Not After" is in the
 //! past *at load time*. Validation here reads no clock (the same file must give the same
@@ -24,8 +29,8 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::*;
-use crate::model::{CaCertificate, Certificate};
-use crate::raw::{RawCaCertificate, RawCertificate};
+use crate::model::{CaCertificate, Certificate, Sni, SniName};
+use crate::raw::{RawCaCertificate, RawCertificate, RawSni};
 
 /// Ids of the file's certificates and CA certificates, and which ones something uses.
 #[derive(Default)]
@@ -36,6 +41,8 @@ pub(super) struct TlsRefs {
     ca_certificates: HashMap<String, Option<usize>>,
     used_certificates: Vec<bool>,
     used_ca_certificates: Vec<bool>,
+    /// Per raw certificate (in file order): its index in the model when valid.
+    raw_certificates: Vec<Option<usize>>,
     /// Where each valid entity was written (indexed like the model's lists).
     certificate_at: Vec<(Path, crate::node::Pos)>,
     ca_certificate_at: Vec<(Path, crate::node::Pos)>,
@@ -59,6 +66,8 @@ pub(super) fn tls_entities(
         let valid = certificate(sink, raw_cert, id.clone());
         refs.certificates
             .insert(id, valid.as_ref().map(|_| certificates.len()));
+        refs.raw_certificates
+            .push(valid.as_ref().map(|_| certificates.len()));
         if let Some(certificate) = valid {
             refs.certificate_at
                 .push((raw_cert.path.clone(), raw_cert.pos));
@@ -118,9 +127,9 @@ impl TlsRefs {
         Some(index)
     }
 
-    /// Warns about valid entities nothing references: Sluice does not terminate TLS, so
-    /// a certificate only matters as an upstream client certificate, a CA only when a
-    /// service trusts it.
+    /// Warns about valid entities nothing references: a certificate matters when an SNI
+    /// names it (the TLS listener serves it) or as an upstream client certificate, a CA
+    /// only when a service trusts it.
     pub(super) fn warn_unused(&self, sink: &mut Sink) {
         for ((path, pos), used) in self.certificate_at.iter().zip(&self.used_certificates) {
             if !used {
@@ -128,7 +137,7 @@ impl TlsRefs {
                     path,
                     *pos,
                     "certificate is not used by Sluice",
-                    "Sluice does not terminate TLS; a certificate is used only when a service's or upstream's client_certificate names its id",
+                    "no snis name it (the TLS listener serves a certificate by SNI; add snis: [{name: ...}], or '*' for the default) and no service or upstream names it as client_certificate",
                 );
             }
         }
@@ -147,6 +156,163 @@ impl TlsRefs {
             }
         }
     }
+}
+
+/// Validates every SNI: those nested under certificates (in certificate order), then
+/// the top-level ones. Names are unique across both; a certificate an SNI names counts
+/// as used.
+pub(super) fn snis(
+    sink: &mut Sink,
+    raw: &RawConfig,
+    ids: &mut IdRegistry,
+    refs: &mut TlsRefs,
+) -> Vec<Sni> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, Path> = HashMap::new();
+    for (n, raw_cert) in raw.certificates.iter().enumerate() {
+        let certificate = refs.raw_certificates.get(n).copied().flatten();
+        for raw_sni in &raw_cert.snis {
+            if let Some(sni) = sni(sink, raw_sni, certificate, ids, &mut seen) {
+                out.push(sni);
+            }
+        }
+    }
+    for raw_sni in &raw.snis {
+        let certificate = match &raw_sni.certificate {
+            Some(reference) => lookup(
+                sink,
+                &reference.key,
+                &refs.certificates,
+                "certificate",
+                "certificates",
+            ),
+            None => {
+                sink.error_hint(
+                    &raw_sni.path.key("certificate"),
+                    raw_sni.pos,
+                    "required field missing",
+                    "the id of the certificate served for this name: certificate: {id: <uuid>}, or nest the SNI under its certificate",
+                );
+                None
+            }
+        };
+        if let Some(sni) = sni(sink, raw_sni, certificate, ids, &mut seen) {
+            out.push(sni);
+        }
+    }
+    for sni in &out {
+        if let Some(used) = refs.used_certificates.get_mut(sni.certificate) {
+            *used = true;
+        }
+    }
+    out
+}
+
+/// One SNI; `None` when its name is invalid or its certificate is (each reported).
+fn sni(
+    sink: &mut Sink,
+    raw: &RawSni,
+    certificate: Option<usize>,
+    ids: &mut IdRegistry,
+    seen: &mut HashMap<String, Path>,
+) -> Option<Sni> {
+    let Some(name) = &raw.name else {
+        sink.error_hint(
+            &raw.path.key("name"),
+            raw.pos,
+            "required field missing",
+            "the server name clients send: example.com, *.example.com, example.*, or * for the default certificate",
+        );
+        return None;
+    };
+    let tags = tags(sink, &raw.tags);
+    let parsed = sni_name(sink, name)?;
+    let key = parsed.as_kong();
+    if let Some(first) = seen.get(&key) {
+        sink.error_hint(
+            &name.path,
+            name.pos,
+            format!(
+                "uniqueness violation: 'snis' entity with name set to '{key}' already declared"
+            ),
+            format!("first declared at {first}; a name selects one certificate"),
+        );
+        return None;
+    }
+    seen.insert(key.clone(), name.path.clone());
+    let id = ids.id(sink, "snis", &raw.id, &key);
+    Some(Sni {
+        id,
+        name: parsed,
+        certificate: certificate?,
+        tags,
+    })
+}
+
+/// Kong's `wildcard_host` check of an SNI name (certificates' and routes' `snis`), in
+/// Kong's words. A wildcard that is not a whole label (`*example.com`) passes Kong's
+/// check but can never match Kong's lookup: a warning, and the name is dropped.
+pub(super) fn sni_name(sink: &mut Sink, name: &Sp<String>) -> Option<SniName> {
+    let value = name.value.to_ascii_lowercase();
+    let bad = |sink: &mut Sink, message: String| {
+        sink.error_hint(
+            &name.path,
+            name.pos,
+            message,
+            "an exact hostname, one wildcard as the whole leftmost or rightmost label (*.example.com, example.*), or * for the default certificate",
+        );
+        None
+    };
+    let stars = value.matches('*').count();
+    if stars > 0 && !(value.starts_with('*') || value.ends_with('*')) {
+        return bad(
+            sink,
+            "wildcard must be leftmost or rightmost character".into(),
+        );
+    }
+    if stars > 1 {
+        return bad(sink, "only one wildcard must be specified".into());
+    }
+    if value == "*" {
+        return Some(SniName::Default);
+    }
+    let host = value.trim_start_matches("*.").trim_end_matches(".*");
+    let host = host.trim_start_matches('*').trim_end_matches('*');
+    if is_ip(host) || host.starts_with('[') {
+        return bad(sink, "must not be an IP".into());
+    }
+    if host.contains(':') {
+        return bad(sink, "must not have a port".into());
+    }
+    if !is_hostname(host) {
+        return bad(sink, format!("invalid value: {}", name.value));
+    }
+    if let Some(rest) = value.strip_prefix('*') {
+        if !rest.starts_with('.') {
+            sink.warning(
+                &name.path,
+                name.pos,
+                format!("'{}' never matches a server name", name.value),
+                format!("a wildcard stands for a whole label: *.{rest}"),
+            );
+            return None;
+        }
+        return Some(SniName::WildcardPrefix(rest.to_owned()));
+    }
+    if let Some(rest) = value.strip_suffix('*') {
+        if !rest.ends_with('.') {
+            sink.warning(
+                &name.path,
+                name.pos,
+                format!("'{}' never matches a server name", name.value),
+                format!("a wildcard stands for a whole label: {rest}.*"),
+            );
+            return None;
+        }
+        return Some(SniName::WildcardSuffix(rest.to_owned()));
+    }
+    // Kong's router ignores a trailing dot of a fully qualified name.
+    Some(SniName::Exact(value.trim_end_matches('.').to_owned()))
 }
 
 /// Finds `key` (a UUID) among `ids`, reporting a malformed or dangling reference.
@@ -221,12 +387,14 @@ fn certificate(sink: &mut Sink, raw: &RawCertificate, id: String) -> Option<Cert
         }
         _ => None,
     };
+    let mut alt = None;
     match (&raw.cert_alt, &raw.key_alt) {
         (Some(cert_alt), Some(key_alt)) => {
             if let (Some(chain), Some(key_der)) =
                 (parse_chain(sink, cert_alt), parse_key(sink, key_alt))
+                && key_matches(sink, &chain, &key_der, key_alt)
             {
-                key_matches(sink, &chain, &key_der, key_alt);
+                alt = Some((chain, Arc::new(key_der)));
             }
         }
         (Some(only), None) | (None, Some(only)) => {
@@ -239,20 +407,13 @@ fn certificate(sink: &mut Sink, raw: &RawCertificate, id: String) -> Option<Cert
         }
         (None, None) => {}
     }
-    if let Some(pos) = raw.snis {
-        sink.warning(
-            &raw.path.key("snis"),
-            pos,
-            "snis are not applied by Sluice",
-            "Sluice does not terminate TLS (put TLS in front of it)",
-        );
-    }
     let tags = tags(sink, &raw.tags);
     let (chain, key) = pair?;
     Some(Certificate {
         id,
         chain,
         key: Arc::new(key),
+        alt,
         tags,
     })
 }

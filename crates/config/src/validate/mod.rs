@@ -6,8 +6,10 @@
 //!
 //! Decisions (mirrored in docs/kong-compatibility.md):
 //! - `certificates` and `ca_certificates` are checked (PEM, X.509, key match, CA
-//!   constraint) and used for TLS to upstreams when referenced; unreferenced ones warn.
-//! - Entities Sluice does not run (consumers, snis, vaults, credentials, ...) are
+//!   constraint); certificates are served by the TLS listener when `snis` name them and
+//!   used for TLS to upstreams when referenced; unreferenced ones warn. `snis` and route
+//!   `snis` are Kong's `wildcard_host` names.
+//! - Entities Sluice does not run (consumers, vaults, credentials, ...) are
 //!   accepted with a warning; `filter_chains` are rejected because they change traffic.
 //! - Any plugin other than `prometheus` is an error, because silently skipping e.g.
 //!   `rate-limiting` or `key-auth` would open what the user closed. A *disabled*
@@ -40,7 +42,7 @@ use crate::diagnostic::{Path, Sink};
 use crate::extensions;
 use crate::model::{
     Config, HeaderValueMatch, HostMatch, PathMatch, Plugin, PluginConfig, PluginScope,
-    PrometheusConfig, Protocol, Route, Service, ServiceTls,
+    PrometheusConfig, Protocol, Route, Service, ServiceTls, SniName,
 };
 use address::*;
 use certificate::*;
@@ -88,6 +90,7 @@ pub(crate) fn validate(sink: &mut Sink, raw: &RawConfig, source: &str) -> Option
 
     let mut ids = IdRegistry::default();
     let (certificates, ca_certificates, mut tls_refs) = tls_entities(sink, raw, &mut ids);
+    let snis = snis(sink, raw, &mut ids, &mut tls_refs);
     let upstreams = upstreams(sink, raw, &mut ids);
     // Aligned with `upstreams` (one spec per raw upstream).
     let upstream_client_certificates: Vec<Option<usize>> = raw
@@ -168,6 +171,7 @@ pub(crate) fn validate(sink: &mut Sink, raw: &RawConfig, source: &str) -> Option
         upstreams,
         plugins,
         certificates,
+        snis,
         ca_certificates,
         upstream_client_certificates,
         hash: source_hash(source),

@@ -97,13 +97,40 @@ pub(super) fn route(
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    if let Some(snis) = raw.snis.as_ref().filter(|s| !s.value.is_empty()) {
-        sink.warning(
-            &snis.path,
-            snis.pos,
-            "snis is not applied by Sluice",
-            "Sluice does not terminate TLS; route by hosts instead",
-        );
+    let mut snis: Vec<SniName> = Vec::new();
+    if let Some(list) = raw.snis.as_ref().filter(|s| !s.value.is_empty()) {
+        // Kong's entity check: SNIs exist only on TLS connections.
+        let tls_capable = protocols.iter().any(|p| {
+            matches!(
+                p,
+                Protocol::Https | Protocol::Grpcs | Protocol::Tls | Protocol::TlsPassthrough
+            )
+        });
+        if !tls_capable {
+            sink.error_hint(
+                &list.path,
+                list.pos,
+                "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+                "add https to protocols, or remove snis",
+            );
+        }
+        for name in &list.value {
+            if let Some(mut parsed) = sni_name(sink, name) {
+                if parsed == SniName::Default {
+                    sink.warning(
+                        &name.path,
+                        name.pos,
+                        "a route sni '*' matches no client",
+                        "Kong compares route snis with the client's name and no client sends '*'; leave snis out to match every name",
+                    );
+                    // Kept as the literal name, so the route still never matches on TLS.
+                    parsed = SniName::Exact("*".to_owned());
+                }
+                if !snis.contains(&parsed) {
+                    snis.push(parsed);
+                }
+            }
+        }
     }
     let set = |o: &Option<Sp<Vec<Sp<String>>>>| o.as_ref().is_some_and(|l| !l.value.is_empty());
     let has_headers = raw.headers.as_ref().is_some_and(|h| !h.value.is_empty());
@@ -148,6 +175,7 @@ pub(super) fn route(
         hosts,
         paths,
         headers,
+        snis,
         strip_path: raw.strip_path.as_ref().is_none_or(|v| v.value),
         preserve_host: raw.preserve_host.as_ref().is_some_and(|v| v.value),
         regex_priority: raw.regex_priority.as_ref().map_or(0, |v| v.value),

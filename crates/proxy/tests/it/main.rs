@@ -19,6 +19,7 @@ mod retries;
 mod robustness;
 mod routing;
 mod shutdown;
+mod tls_listener;
 mod upstream_tls;
 mod warm;
 mod websocket;

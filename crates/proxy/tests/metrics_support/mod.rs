@@ -122,6 +122,7 @@ fn route(id: &str, name: Option<&str>, service: Option<usize>) -> Route {
         regex_priority: 0,
         path_handling: "v0".into(),
         https_redirect_status_code: 426,
+        snis: Vec::new(),
         tags: Vec::new(),
         extensions: RouteExtensions::default(),
     }
@@ -167,6 +168,7 @@ pub fn config_with_plugins(plugins: Vec<Plugin>) -> Config {
         upstreams: vec![upstream_spec()],
         plugins,
         certificates: Vec::new(),
+        snis: Vec::new(),
         ca_certificates: Vec::new(),
         upstream_client_certificates: Vec::new(),
         hash: "3b1f0c9a5e".into(),
