@@ -709,6 +709,7 @@ mod tests {
             raw: bytes::Bytes::from_static(head),
             positions,
             connection_plain: false,
+            crlf_lines: false,
         };
         let mut out = Vec::new();
         write_upstream_headers(&mut out, &raw, &facts);
