@@ -592,6 +592,23 @@ async fn unknown_paths_and_methods() {
 }
 
 #[tokio::test]
+async fn tls_entity_lists_are_empty_without_certificates() {
+    let fake = FakeControl::new(false);
+    let app = app(&fake);
+    for uri in ["/certificates", "/snis", "/ca_certificates"] {
+        let reply = get(&app, uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}");
+        assert_eq!(reply.json(), json!({"data": [], "next": null}), "{uri}");
+    }
+    let by_id = get(&app, "/certificates/7c1e0f3a-6b1d-4c55-9a47-000000000001").await;
+    assert_eq!(by_id.status, StatusCode::NOT_FOUND);
+    assert_eq!(by_id.json(), json!({"message": "Not found"}));
+    let by_name = get(&app, "/certificates/api.example.test").await;
+    assert_eq!(by_name.status, StatusCode::NOT_FOUND);
+    assert_eq!(by_name.json(), json!({"message": "SNI not found"}));
+}
+
+#[tokio::test]
 async fn entity_writes_get_kongs_db_less_answer() {
     let fake = FakeControl::new(false);
     let app = app(&fake);
@@ -623,6 +640,41 @@ async fn entity_writes_get_kongs_db_less_answer() {
             Method::POST,
             "/services/api/routes",
             "cannot create 'routes' entities when not using a database",
+        ),
+        (
+            Method::POST,
+            "/certificates",
+            "cannot create 'certificates' entities when not using a database",
+        ),
+        (
+            Method::PATCH,
+            "/certificates/7c1e0f3a-6b1d-4c55-9a47-000000000001",
+            "cannot update 'certificates' entities when not using a database",
+        ),
+        (
+            Method::POST,
+            "/certificates/7c1e0f3a-6b1d-4c55-9a47-000000000001/snis",
+            "cannot create 'snis' entities when not using a database",
+        ),
+        (
+            Method::DELETE,
+            "/certificates/x/snis/api.example.test",
+            "cannot remove 'snis' entities when not using a database",
+        ),
+        (
+            Method::PUT,
+            "/snis/api.example.test",
+            "cannot create or update 'snis' entities when not using a database",
+        ),
+        (
+            Method::POST,
+            "/ca_certificates",
+            "cannot create 'ca_certificates' entities when not using a database",
+        ),
+        (
+            Method::DELETE,
+            "/ca_certificates/7c1e0f3a-6b1d-4c55-9a47-000000000009",
+            "cannot remove 'ca_certificates' entities when not using a database",
         ),
     ] {
         let reply = call(&app, method.clone(), uri, "application/json", "{}").await;
