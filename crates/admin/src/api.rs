@@ -1,7 +1,7 @@
 //! The Admin API's routing and what its handlers share: state, query parameters, Kong's
 //! pagination, node information (`GET /`, `/status`) and `/metrics`. The endpoints live
 //! in `entities` (services, routes, upstreams, targets, plugins), `certificates`
-//! (certificates, SNIs, CA certificates), `health`, `declarative` (`/config`)
+//! (certificates, SNIs, CA certificates), `tags`, `health`, `declarative` (`/config`)
 //! and `sluice_api` (`/sluice/*`).
 //!
 //! Handlers read one `Arc<Config>` and the latest snapshots per request, so a response is
@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use crate::control::Control;
 use crate::error::{ApiError, KongCode};
 use crate::kong::Stamps;
-use crate::{AdminOptions, certificates, declarative, entities, health, sluice_api};
+use crate::{AdminOptions, certificates, declarative, entities, health, sluice_api, tags};
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -152,6 +152,8 @@ pub(crate) fn data_routes() -> Router<AppState> {
             "/ca_certificates/{ca_certificate}",
             get(certificates::get_ca_certificate).fallback(entities::read_only),
         )
+        .route("/tags", get(tags::list_tags))
+        .route("/tags/{tag}", get(tags::list_tag))
         .route(
             "/config",
             post(declarative::post_config).get(declarative::get_config),

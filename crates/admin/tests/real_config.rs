@@ -658,3 +658,64 @@ async fn snis_and_ca_certificates_are_listed_and_found() {
     let (status, bad_size) = http(addr, "GET", "/ca_certificates?size=1001", "").await;
     assert_eq!((status, &bad_size["code"]), (400, &json!(9)));
 }
+
+#[tokio::test]
+async fn tls_entities_are_tagged_and_read_only() {
+    let file = tls_file();
+    let (addr, _stop) = serve_tls_file(&file).await;
+
+    let (status, edge) = http(addr, "GET", "/tags/edge", "").await;
+    assert_eq!(status, 200);
+    assert_json_snapshot!("tls_tags_edge", edge);
+    let (_, all) = http(addr, "GET", "/tags", "").await;
+    let rows = all["data"].as_array().expect("data");
+    assert!(
+        rows.contains(
+            &json!({"entity_name": "certificates", "entity_id": CERT_A, "tag": "team:web"})
+        )
+    );
+    assert_eq!(rows.len(), 5, "four edge tags and one team:web");
+
+    for (method, path, entity, verb) in [
+        ("POST", "/certificates".to_owned(), "certificates", "create"),
+        (
+            "DELETE",
+            format!("/certificates/{CERT_A}"),
+            "certificates",
+            "remove",
+        ),
+        (
+            "POST",
+            format!("/certificates/{CERT_A}/snis"),
+            "snis",
+            "create",
+        ),
+        (
+            "PATCH",
+            "/snis/api.example.test".to_owned(),
+            "snis",
+            "update",
+        ),
+        (
+            "PUT",
+            format!("/ca_certificates/{CA}"),
+            "ca_certificates",
+            "create or update",
+        ),
+    ] {
+        let (status, body) = http(addr, method, &path, "{}").await;
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(
+            body,
+            json!({
+                "code": 12,
+                "name": "operation unsupported",
+                "message": format!("cannot {verb} '{entity}' entities when not using a database"),
+            }),
+            "{method} {path}"
+        );
+    }
+    // Nothing changed: the same three certificates are served.
+    let (_, list) = http(addr, "GET", "/certificates", "").await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(3));
+}
