@@ -1,7 +1,8 @@
 //! The Admin API's routing and what its handlers share: state, query parameters, Kong's
 //! pagination, node information (`GET /`, `/status`) and `/metrics`. The endpoints live
-//! in `entities` (services, routes, upstreams, targets, plugins), `health`,
-//! `declarative` (`/config`) and `sluice_api` (`/sluice/*`).
+//! in `entities` (services, routes, upstreams, targets, plugins), `certificates`
+//! (certificates, SNIs, CA certificates), `tags`, `health`, `declarative` (`/config`)
+//! and `sluice_api` (`/sluice/*`).
 //!
 //! Handlers read one `Arc<Config>` and the latest snapshots per request, so a response is
 //! always consistent with a single configuration generation even while `POST /config`
@@ -22,7 +23,7 @@ use serde_json::{Map, Value, json};
 use crate::control::Control;
 use crate::error::{ApiError, KongCode};
 use crate::kong::Stamps;
-use crate::{AdminOptions, declarative, entities, health, sluice_api};
+use crate::{AdminOptions, certificates, declarative, entities, health, sluice_api, tags};
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -119,6 +120,40 @@ pub(crate) fn data_routes() -> Router<AppState> {
             "/plugins/{plugin}",
             get(entities::get_plugin).fallback(entities::read_only),
         )
+        .route(
+            "/certificates",
+            get(certificates::list_certificates).fallback(entities::read_only),
+        )
+        .route(
+            "/certificates/{certificate}",
+            get(certificates::get_certificate).fallback(entities::read_only),
+        )
+        .route(
+            "/certificates/{certificate}/snis",
+            get(certificates::list_certificate_snis).fallback(entities::read_only),
+        )
+        .route(
+            "/certificates/{certificate}/snis/{sni}",
+            get(certificates::get_certificate_sni).fallback(entities::read_only),
+        )
+        .route(
+            "/snis",
+            get(certificates::list_snis).fallback(entities::read_only),
+        )
+        .route(
+            "/snis/{sni}",
+            get(certificates::get_sni).fallback(entities::read_only),
+        )
+        .route(
+            "/ca_certificates",
+            get(certificates::list_ca_certificates).fallback(entities::read_only),
+        )
+        .route(
+            "/ca_certificates/{ca_certificate}",
+            get(certificates::get_ca_certificate).fallback(entities::read_only),
+        )
+        .route("/tags", get(tags::list_tags))
+        .route("/tags/{tag}", get(tags::list_tag))
         .route(
             "/config",
             post(declarative::post_config).get(declarative::get_config),

@@ -1,6 +1,6 @@
 //! Kong's entity endpoints, read-only as in DB-less Kong: services, routes, plugins,
 //! upstreams and targets, found by name or id, listed with Kong's pagination; every
-//! write answers Kong's DB-less 405.
+//! write answers Kong's DB-less 405 (`read_only`, shared with `certificates`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +22,16 @@ use crate::error::{ApiError, KongCode};
 use crate::kong::{self, Stamps};
 
 /// Entity collections a path segment can name (Kong's DAO names).
-const ENTITY_NAMES: [&str; 5] = ["services", "routes", "upstreams", "targets", "plugins"];
+const ENTITY_NAMES: [&str; 8] = [
+    "services",
+    "routes",
+    "upstreams",
+    "targets",
+    "plugins",
+    "certificates",
+    "snis",
+    "ca_certificates",
+];
 
 /// DB-less Kong refuses every write to an entity endpoint with 405 and its
 /// "operation unsupported" error (code 12); configuration changes go through

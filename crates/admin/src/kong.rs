@@ -1,5 +1,5 @@
-//! Kong 3.x entity rendering: services, routes, upstreams, targets and plugins as Kong's
-//! Admin API prints them.
+//! Kong 3.x entity rendering: services, routes, upstreams, targets, plugins,
+//! certificates, SNIs and CA certificates as Kong's Admin API prints them.
 //!
 //! Tools written against Kong (decK, Terraform, dashboards, scripts) read these objects,
 //! so every field Kong prints is present, with Kong's defaults and Kong's `null`s, in
@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 use sluice_config::Config;
 use sluice_config::model::{
-    HeaderValueMatch, HostMatch, PathMatch, Plugin, PluginConfig, PluginScope, Protocol, Route,
-    Service,
+    CaCertificate, Certificate, HeaderValueMatch, HostMatch, PathMatch, Plugin, PluginConfig,
+    PluginScope, Protocol, Route, Service, Sni,
 };
 use sluice_core::time::Duration;
 use sluice_core::topology::{Algorithm, HashOn, HealthChecks, ProbeType, TargetSpec, UpstreamSpec};
@@ -420,6 +420,65 @@ pub fn plugin(config: &Config, plugin: &Plugin, stamps: Stamps) -> Value {
     })
 }
 
+/// A certificate as Kong's `select_with_name_list` prints it: the entity plus `snis`,
+/// the names of the SNIs that point at it, sorted (Kong sorts them), `[]` when none.
+///
+/// `key` and `key_alt` are served, as Kong serves them: `GET /config` already returns
+/// the same text to the same caller, and decK's dump needs them to round-trip. The
+/// Admin API is loopback-only unless a token is set (docs/kong-compatibility.md §10).
+pub fn certificate(config: &Config, index: usize, cert: &Certificate, stamps: Stamps) -> Value {
+    let mut snis: Vec<String> = config
+        .snis
+        .iter()
+        .filter(|s| s.certificate == index)
+        .map(|s| s.name.as_kong())
+        .collect();
+    snis.sort_unstable();
+    let (cert_alt, key_alt) = match &cert.pem.alt {
+        Some((cert_alt, key_alt)) => (json!(cert_alt.as_ref()), json!(key_alt.expose())),
+        None => (Value::Null, Value::Null),
+    };
+    json!({
+        "id": cert.id,
+        "created_at": stamps.seconds,
+        "updated_at": stamps.seconds,
+        "cert": cert.pem.cert.as_ref(),
+        "key": cert.pem.key.expose(),
+        "cert_alt": cert_alt,
+        "key_alt": key_alt,
+        "tags": tags(&cert.tags),
+        "snis": snis,
+    })
+}
+
+/// An SNI: its name in Kong's form (`*.example.com`, `*`) and `certificate: {id}`.
+pub fn sni(config: &Config, sni: &Sni, stamps: Stamps) -> Value {
+    let certificate = config
+        .certificates
+        .get(sni.certificate)
+        .map_or(Value::Null, |c| json!({"id": c.id}));
+    json!({
+        "id": sni.id,
+        "created_at": stamps.seconds,
+        "updated_at": stamps.seconds,
+        "name": sni.name.as_kong(),
+        "tags": tags(&sni.tags),
+        "certificate": certificate,
+    })
+}
+
+/// A CA certificate with Kong's `cert_digest` (SHA-256 of the DER, hex).
+pub fn ca_certificate(ca: &CaCertificate, stamps: Stamps) -> Value {
+    json!({
+        "id": ca.id,
+        "created_at": stamps.seconds,
+        "updated_at": stamps.seconds,
+        "cert": ca.pem.as_ref(),
+        "cert_digest": ca.digest,
+        "tags": tags(&ca.tags),
+    })
+}
+
 /// Kong's `POST /config` success body: every entity, grouped by type and keyed by id.
 pub fn flattened_entities(config: &Config, stamps: Stamps) -> Value {
     let by_id = |items: Vec<(String, Value)>| Value::Object(items.into_iter().collect());
@@ -452,11 +511,30 @@ pub fn flattened_entities(config: &Config, stamps: Stamps) -> Value {
         .iter()
         .map(|p| (p.id.clone(), plugin(config, p, stamps)))
         .collect();
+    let certificates = config
+        .certificates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.clone(), certificate(config, i, c, stamps)))
+        .collect();
+    let snis = config
+        .snis
+        .iter()
+        .map(|s| (s.id.clone(), sni(config, s, stamps)))
+        .collect();
+    let ca_certificates = config
+        .ca_certificates
+        .iter()
+        .map(|ca| (ca.id.clone(), ca_certificate(ca, stamps)))
+        .collect();
     json!({
         "services": by_id(services),
         "routes": by_id(routes),
         "upstreams": by_id(upstreams),
         "targets": by_id(targets),
         "plugins": by_id(plugins),
+        "certificates": by_id(certificates),
+        "snis": by_id(snis),
+        "ca_certificates": by_id(ca_certificates),
     })
 }

@@ -3,7 +3,8 @@
 //! Two routers over one [`Control`] handle to the gateway:
 //! - [`router`]: the Kong 3.x-compatible Admin API (default `127.0.0.1:8001`), so tools
 //!   written for Kong (decK, scripts, dashboards) keep working: read endpoints for
-//!   services, routes, upstreams, targets and plugins in Kong's JSON shapes, Kong's
+//!   services, routes, upstreams, targets, plugins, certificates, SNIs, CA
+//!   certificates and tags in Kong's JSON shapes, Kong's
 //!   per-target health and its overrides, DB-less `POST /config`, `/metrics`, plus
 //!   Sluice's own `/sluice/*` views of failover state and the decision log.
 //! - [`gui_router`]: the status page (default `127.0.0.1:8002`), one self-contained HTML
@@ -15,6 +16,7 @@
 
 mod api;
 mod auth;
+mod certificates;
 mod control;
 mod declarative;
 mod entities;
@@ -22,6 +24,7 @@ mod error;
 mod health;
 mod kong;
 mod sluice_api;
+mod tags;
 
 use std::future::Future;
 use std::sync::Arc;

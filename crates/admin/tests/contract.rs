@@ -589,6 +589,79 @@ async fn unknown_paths_and_methods() {
     );
     let bad_query = get(&app, "/sluice/decisions?since=yesterday").await;
     assert_eq!(bad_query.status, StatusCode::BAD_REQUEST);
+    // Tags are written through their entities; Kong defines only GET on /tags.
+    for uri in ["/tags", "/tags/web"] {
+        let reply = call(&app, Method::POST, uri, "application/json", "{}").await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{uri}");
+        assert_eq!(reply.json(), json!({"message": "Method not allowed"}));
+    }
+    // Not yet: Sluice publishes no schemas (docs/kong-compatibility.md §10).
+    for uri in ["/schemas/services", "/schemas/plugins/prometheus"] {
+        let reply = get(&app, uri).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(reply.json(), json!({"message": "Not found"}));
+    }
+}
+
+#[tokio::test]
+async fn tags_list_every_tagged_entity() {
+    let fake = FakeControl::new(false);
+    let app = app(&fake);
+    let all = get(&app, "/tags").await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_json_snapshot!("tags", all.json());
+
+    // One tag, followed page by page.
+    let mut seen = Vec::new();
+    let mut uri = "/tags/region%3Aeu-west?size=1".to_owned();
+    loop {
+        let page = get(&app, &uri).await;
+        assert_eq!(page.status, StatusCode::OK, "{uri}: {}", page.text);
+        let body = page.json();
+        for row in body["data"].as_array().expect("data") {
+            assert_eq!(row["tag"], "region:eu-west");
+            assert_eq!(row["entity_name"], "targets");
+            seen.push(row["entity_id"].clone());
+        }
+        match body["next"].as_str() {
+            Some(next) => uri = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            json!("aaaaaaaa-0000-4000-8000-000000000001"),
+            json!("aaaaaaaa-0000-4000-8000-000000000002"),
+        ]
+    );
+
+    let none = get(&app, "/tags/nobody-uses-this").await;
+    assert_eq!(none.status, StatusCode::OK);
+    assert_eq!(none.json(), json!({"data": [], "next": null}));
+    let bad_size = get(&app, "/tags?size=0").await;
+    assert_eq!(bad_size.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_size.json()["code"], 9);
+    let bad_offset = get(&app, "/tags?offset=nope").await;
+    assert_eq!(bad_offset.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_offset.json()["code"], 7);
+}
+
+#[tokio::test]
+async fn tls_entity_lists_are_empty_without_certificates() {
+    let fake = FakeControl::new(false);
+    let app = app(&fake);
+    for uri in ["/certificates", "/snis", "/ca_certificates"] {
+        let reply = get(&app, uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}");
+        assert_eq!(reply.json(), json!({"data": [], "next": null}), "{uri}");
+    }
+    let by_id = get(&app, "/certificates/7c1e0f3a-6b1d-4c55-9a47-000000000001").await;
+    assert_eq!(by_id.status, StatusCode::NOT_FOUND);
+    assert_eq!(by_id.json(), json!({"message": "Not found"}));
+    let by_name = get(&app, "/certificates/api.example.test").await;
+    assert_eq!(by_name.status, StatusCode::NOT_FOUND);
+    assert_eq!(by_name.json(), json!({"message": "SNI not found"}));
 }
 
 #[tokio::test]
@@ -623,6 +696,41 @@ async fn entity_writes_get_kongs_db_less_answer() {
             Method::POST,
             "/services/api/routes",
             "cannot create 'routes' entities when not using a database",
+        ),
+        (
+            Method::POST,
+            "/certificates",
+            "cannot create 'certificates' entities when not using a database",
+        ),
+        (
+            Method::PATCH,
+            "/certificates/7c1e0f3a-6b1d-4c55-9a47-000000000001",
+            "cannot update 'certificates' entities when not using a database",
+        ),
+        (
+            Method::POST,
+            "/certificates/7c1e0f3a-6b1d-4c55-9a47-000000000001/snis",
+            "cannot create 'snis' entities when not using a database",
+        ),
+        (
+            Method::DELETE,
+            "/certificates/x/snis/api.example.test",
+            "cannot remove 'snis' entities when not using a database",
+        ),
+        (
+            Method::PUT,
+            "/snis/api.example.test",
+            "cannot create or update 'snis' entities when not using a database",
+        ),
+        (
+            Method::POST,
+            "/ca_certificates",
+            "cannot create 'ca_certificates' entities when not using a database",
+        ),
+        (
+            Method::DELETE,
+            "/ca_certificates/7c1e0f3a-6b1d-4c55-9a47-000000000009",
+            "cannot remove 'ca_certificates' entities when not using a database",
         ),
     ] {
         let reply = call(&app, method.clone(), uri, "application/json", "{}").await;

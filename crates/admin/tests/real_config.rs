@@ -5,6 +5,10 @@
 //! The gateway side is a minimal `Control` that does what the binary's glue does for
 //! configuration (parse, swap on success, `ConfigRejection::from(&Diagnostics)` on
 //! failure) and nothing else.
+//!
+//! The TLS entity endpoints (`/certificates`, `/snis`, `/ca_certificates`, `/tags`) are
+//! tested over real HTTP on a loopback listener, with certificates made by `rcgen` at
+//! test time and posted to `/config` like any Kong file.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,15 +17,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
+use insta::assert_json_snapshot;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use serde_json::{Value, json};
 use sluice_admin::{
     AddressHealth, AdminOptions, ApplyError, ApplyFuture, ConfigFormat, ConfigRejection, Control,
-    NotFound, ServerStats, router,
+    NotFound, ServerStats, router, serve,
 };
 use sluice_config::Config;
 use sluice_core::decision::DecisionRecord;
 use sluice_core::snapshot::UpstreamSnapshot;
 use sluice_core::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 const INITIAL: &str = r#"_format_version: "3.0"
@@ -295,4 +303,419 @@ async fn tls_fields_of_services_and_upstreams_are_rendered_with_their_references
         upstream["client_certificate"],
         json!({"id": "5f0e7c4a-1c2d-4e3f-8a9b-000000000002"})
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS entities over real HTTP
+
+const CERT_A: &str = "7c1e0f3a-6b1d-4c55-9a47-00000000000a";
+const CERT_B: &str = "7c1e0f3a-6b1d-4c55-9a47-00000000000b";
+const CERT_C: &str = "7c1e0f3a-6b1d-4c55-9a47-00000000000c";
+const CA: &str = "7c1e0f3a-6b1d-4c55-9a47-0000000000ca";
+
+/// A certificate and its key, PEM, as a Kong file carries them.
+struct Pair {
+    cert: String,
+    key: String,
+}
+
+/// A private CA, the PEM texts it signed, and the Kong file that declares them all.
+struct TlsFile {
+    ca_pem: String,
+    a: Pair,
+    b: Pair,
+    b_alt: Pair,
+    c: Pair,
+    yaml: String,
+}
+
+fn tls_file() -> TlsFile {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Sluice admin test CA");
+    let issuer =
+        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key")).expect("CA");
+    let leaf = |names: &[&str], key: KeyPair| {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let cert = CertificateParams::new(names)
+            .expect("leaf params")
+            .signed_by(&key, &issuer)
+            .expect("sign the leaf");
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    };
+    let p256 = || KeyPair::generate().expect("P-256 key");
+    let a = leaf(&["api.example.test", "*.example.test"], p256());
+    let b = leaf(&["www.example.org"], p256());
+    let b_alt = leaf(
+        &["www.example.org"],
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("P-384 key"),
+    );
+    let c = leaf(&["unused.example.test"], p256());
+    // JSON strings are YAML double-quoted scalars: the PEM texts go in byte for byte.
+    let q = |text: &str| serde_json::to_string(text).expect("string");
+    let yaml = format!(
+        r#"_format_version: "3.0"
+certificates:
+  - id: {CERT_A}
+    cert: {a_cert}
+    key: {a_key}
+    tags: [edge, team:web]
+    snis:
+      - name: api.example.test
+        tags: [edge]
+      - name: "*.example.test"
+  - id: {CERT_B}
+    cert: {b_cert}
+    key: {b_key}
+    cert_alt: {b_alt_cert}
+    key_alt: {b_alt_key}
+    snis: [www.example.org]
+  - id: {CERT_C}
+    cert: {c_cert}
+    key: {c_key}
+snis:
+  - name: "*"
+    certificate: {{id: {CERT_B}}}
+    tags: [edge]
+ca_certificates:
+  - id: {CA}
+    cert: {ca}
+    tags: [edge]
+"#,
+        a_cert = q(&a.cert),
+        a_key = q(&a.key),
+        b_cert = q(&b.cert),
+        b_key = q(&b.key),
+        b_alt_cert = q(&b_alt.cert),
+        b_alt_key = q(&b_alt.key),
+        c_cert = q(&c.cert),
+        c_key = q(&c.key),
+        ca = q(&issuer.pem()),
+    );
+    TlsFile {
+        ca_pem: issuer.pem(),
+        a,
+        b,
+        b_alt,
+        c,
+        yaml,
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh loopback connection: (status, JSON body).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-yaml\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+    };
+    (status, value)
+}
+
+/// The Admin API on a loopback port, running `file`.
+async fn serve_tls_file(file: &TlsFile) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let control = Arc::new(ParsingControl::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        router(control, AdminOptions::default()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let (status, created) = http(addr, "POST", "/config", &file.yaml).await;
+    assert_eq!(status, 201, "{created}");
+    (addr, stop)
+}
+
+/// Replace what changes per run (generated PEM texts, the CA's digest) after checking it.
+fn stable(mut value: Value, file: &TlsFile) -> Value {
+    let texts = [
+        (&file.a.cert, "<cert A>"),
+        (&file.a.key, "<key A>"),
+        (&file.b.cert, "<cert B>"),
+        (&file.b.key, "<key B>"),
+        (&file.b_alt.cert, "<cert_alt B>"),
+        (&file.b_alt.key, "<key_alt B>"),
+        (&file.c.cert, "<cert C>"),
+        (&file.c.key, "<key C>"),
+        (&file.ca_pem, "<CA cert>"),
+    ];
+    fn walk(value: &mut Value, texts: &[(&String, &str)]) {
+        match value {
+            Value::String(s) => {
+                if let Some((_, name)) = texts.iter().find(|(text, _)| *text == s) {
+                    *s = (*name).to_owned();
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, texts)),
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    if key == "cert_digest" {
+                        let digest = v.as_str().expect("digest");
+                        assert!(
+                            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+                            "{digest}"
+                        );
+                        *v = json!("<sha256 of the DER>");
+                    } else {
+                        walk(v, texts);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(&mut value, &texts);
+    value
+}
+
+#[tokio::test]
+async fn certificates_are_listed_and_found_by_id_or_sni_name() {
+    let file = tls_file();
+    let (addr, _stop) = serve_tls_file(&file).await;
+
+    let (status, list) = http(addr, "GET", "/certificates", "").await;
+    assert_eq!(status, 200);
+    let data = list["data"].as_array().expect("data");
+    assert_eq!(data.len(), 3);
+    // The texts come back exactly as written, private keys included (Kong's shape).
+    assert_eq!(data[0]["cert"], json!(file.a.cert));
+    assert_eq!(data[0]["key"], json!(file.a.key));
+    assert_eq!(data[1]["cert_alt"], json!(file.b_alt.cert));
+    assert_eq!(data[1]["key_alt"], json!(file.b_alt.key));
+    assert_json_snapshot!("tls_certificates", stable(list.clone(), &file));
+
+    // Pagination: size=2, then the offset Kong hands out.
+    let (status, first) = http(addr, "GET", "/certificates?size=2", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(first["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(first["offset"], CERT_C);
+    let next = first["next"].as_str().expect("next");
+    assert_eq!(next, format!("/certificates?offset={CERT_C}&size=2"));
+    let (_, second) = http(addr, "GET", next, "").await;
+    assert_eq!(second["data"][0]["id"], CERT_C);
+    assert_eq!(second["next"], Value::Null);
+
+    // By id, and by any SNI name of the certificate (Kong's /certificates/{sni}).
+    let (status, a) = http(addr, "GET", &format!("/certificates/{CERT_A}"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(a, data[0]);
+    assert_eq!(a["snis"], json!(["*.example.test", "api.example.test"]));
+    let (_, by_name) = http(addr, "GET", "/certificates/api.example.test", "").await;
+    assert_eq!(by_name["id"], CERT_A);
+    let (_, by_wildcard) = http(addr, "GET", "/certificates/*.example.test", "").await;
+    assert_eq!(by_wildcard["id"], CERT_A);
+    let (_, by_default) = http(addr, "GET", "/certificates/*", "").await;
+    assert_eq!(by_default["id"], CERT_B);
+    assert_eq!(by_default["snis"], json!(["*", "www.example.org"]));
+    let (_, c) = http(addr, "GET", &format!("/certificates/{CERT_C}"), "").await;
+    assert_eq!(
+        c["snis"],
+        json!([]),
+        "no SNI: an empty list, as Kong prints it"
+    );
+    assert_eq!(c["cert_alt"], Value::Null);
+    assert_eq!(c["tags"], Value::Null);
+
+    // The certificate's SNIs, as entities.
+    let (status, snis) = http(addr, "GET", &format!("/certificates/{CERT_A}/snis"), "").await;
+    assert_eq!(status, 200);
+    let names: Vec<&Value> = snis["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|s| &s["name"])
+        .collect();
+    assert_eq!(names, vec!["api.example.test", "*.example.test"]);
+    assert_eq!(snis["data"][0]["certificate"], json!({"id": CERT_A}));
+    let (_, by_sni) = http(addr, "GET", "/certificates/www.example.org/snis", "").await;
+    assert_eq!(by_sni["data"].as_array().map(Vec::len), Some(2));
+    let (status, nested) = http(
+        addr,
+        "GET",
+        &format!("/certificates/{CERT_A}/snis/api.example.test"),
+        "",
+    )
+    .await;
+    assert_eq!((status, &nested["name"]), (200, &json!("api.example.test")));
+    let (status, elsewhere) = http(
+        addr,
+        "GET",
+        &format!("/certificates/{CERT_A}/snis/www.example.org"),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, elsewhere),
+        (404, json!({"message": "Not found"})),
+        "an SNI of another certificate"
+    );
+
+    // Unknown ids and names: Kong's 404 bodies.
+    let unknown = "7c1e0f3a-6b1d-4c55-9a47-0000000000ff";
+    assert_eq!(
+        http(addr, "GET", &format!("/certificates/{unknown}"), "").await,
+        (404, json!({"message": "Not found"}))
+    );
+    assert_eq!(
+        http(addr, "GET", "/certificates/nowhere.example.test", "").await,
+        (404, json!({"message": "SNI not found"}))
+    );
+    assert_eq!(
+        http(addr, "GET", &format!("/certificates/{unknown}/snis"), "").await,
+        (404, json!({"message": "Not found"}))
+    );
+    let (status, bad_size) = http(addr, "GET", "/certificates?size=zero", "").await;
+    assert_eq!(status, 400);
+    assert_eq!(bad_size["code"], 9);
+    assert_eq!(bad_size["name"], "invalid size");
+}
+
+#[tokio::test]
+async fn snis_and_ca_certificates_are_listed_and_found() {
+    let file = tls_file();
+    let (addr, _stop) = serve_tls_file(&file).await;
+
+    let (status, snis) = http(addr, "GET", "/snis", "").await;
+    assert_eq!(status, 200);
+    assert_json_snapshot!("tls_snis", snis.clone());
+    let data = snis["data"].as_array().expect("data");
+    // Nested SNIs in certificate order, then the top-level ones.
+    let names: Vec<&Value> = data.iter().map(|s| &s["name"]).collect();
+    assert_eq!(
+        names,
+        vec!["api.example.test", "*.example.test", "www.example.org", "*"]
+    );
+
+    // By name (Kong's endpoint key for SNIs) and by id.
+    let (status, api) = http(addr, "GET", "/snis/api.example.test", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(api, data[0]);
+    let (_, upper) = http(addr, "GET", "/snis/API.Example.Test", "").await;
+    assert_eq!(upper, data[0], "names are compared lower-case");
+    let id = data[3]["id"].as_str().expect("id");
+    let (_, default) = http(addr, "GET", &format!("/snis/{id}"), "").await;
+    assert_eq!(default["name"], "*");
+    assert_eq!(default["certificate"], json!({"id": CERT_B}));
+    assert_eq!(
+        http(addr, "GET", "/snis/nowhere.example.test", "").await,
+        (404, json!({"message": "Not found"}))
+    );
+
+    // Paged one at a time, following `next`, every SNI once.
+    let mut seen = Vec::new();
+    let mut uri = "/snis?size=1".to_owned();
+    loop {
+        let (status, page) = http(addr, "GET", &uri, "").await;
+        assert_eq!(status, 200, "{uri}: {page}");
+        seen.extend(page["data"].as_array().expect("data").iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => uri = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(&seen, data);
+    let (status, bad_offset) = http(addr, "GET", "/snis?offset=nope", "").await;
+    assert_eq!((status, &bad_offset["code"]), (400, &json!(7)));
+
+    let (status, cas) = http(addr, "GET", "/ca_certificates", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(cas["data"][0]["cert"], json!(file.ca_pem));
+    assert_json_snapshot!("tls_ca_certificates", stable(cas.clone(), &file));
+    let (status, ca) = http(addr, "GET", &format!("/ca_certificates/{CA}"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(ca, cas["data"][0]);
+    assert_eq!(
+        http(addr, "GET", "/ca_certificates/api.example.test", "").await,
+        (404, json!({"message": "Not found"})),
+        "CA certificates have no name"
+    );
+    let (status, bad_size) = http(addr, "GET", "/ca_certificates?size=1001", "").await;
+    assert_eq!((status, &bad_size["code"]), (400, &json!(9)));
+}
+
+#[tokio::test]
+async fn tls_entities_are_tagged_and_read_only() {
+    let file = tls_file();
+    let (addr, _stop) = serve_tls_file(&file).await;
+
+    let (status, edge) = http(addr, "GET", "/tags/edge", "").await;
+    assert_eq!(status, 200);
+    assert_json_snapshot!("tls_tags_edge", edge);
+    let (_, all) = http(addr, "GET", "/tags", "").await;
+    let rows = all["data"].as_array().expect("data");
+    assert!(
+        rows.contains(
+            &json!({"entity_name": "certificates", "entity_id": CERT_A, "tag": "team:web"})
+        )
+    );
+    assert_eq!(rows.len(), 5, "four edge tags and one team:web");
+
+    for (method, path, entity, verb) in [
+        ("POST", "/certificates".to_owned(), "certificates", "create"),
+        (
+            "DELETE",
+            format!("/certificates/{CERT_A}"),
+            "certificates",
+            "remove",
+        ),
+        (
+            "POST",
+            format!("/certificates/{CERT_A}/snis"),
+            "snis",
+            "create",
+        ),
+        (
+            "PATCH",
+            "/snis/api.example.test".to_owned(),
+            "snis",
+            "update",
+        ),
+        (
+            "PUT",
+            format!("/ca_certificates/{CA}"),
+            "ca_certificates",
+            "create or update",
+        ),
+    ] {
+        let (status, body) = http(addr, method, &path, "{}").await;
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(
+            body,
+            json!({
+                "code": 12,
+                "name": "operation unsupported",
+                "message": format!("cannot {verb} '{entity}' entities when not using a database"),
+            }),
+            "{method} {path}"
+        );
+    }
+    // Nothing changed: the same three certificates are served.
+    let (_, list) = http(addr, "GET", "/certificates", "").await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(3));
 }

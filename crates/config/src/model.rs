@@ -95,6 +95,41 @@ pub struct Certificate {
     /// listener serves it to clients that cannot verify the first key's signatures.
     pub alt: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
     pub tags: Vec<String>,
+    /// `cert`, `key`, `cert_alt` and `key_alt` as written: the Admin API serves them back
+    /// the way Kong stores them, so a dump compares equal to the file it came from.
+    pub pem: CertificatePem,
+}
+
+/// The PEM texts of a certificate entity, exactly as the file gave them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificatePem {
+    pub cert: Arc<str>,
+    pub key: SecretText,
+    /// `cert_alt` and `key_alt`, present together or not at all.
+    pub alt: Option<(Arc<str>, SecretText)>,
+}
+
+/// Text that must not reach logs: a private key. `Debug` prints a placeholder (a
+/// `Config` is `Debug` and may end up in a log line or a panic message); the text is
+/// read only on purpose, through [`SecretText::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(Arc<str>);
+
+impl SecretText {
+    pub fn new(text: impl Into<Arc<str>>) -> Self {
+        SecretText(text.into())
+    }
+
+    /// The secret itself, for the one reader that must serve it (the Admin API).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(<redacted>)")
+    }
 }
 
 /// Kong `snis[]`: a server name and the certificate served for it.
@@ -160,6 +195,10 @@ pub struct CaCertificate {
     pub id: String,
     pub cert: CertificateDer<'static>,
     pub tags: Vec<String>,
+    /// `cert` as written, served back by the Admin API.
+    pub pem: Arc<str>,
+    /// Kong's `cert_digest`: the SHA-256 of the certificate's DER, lower-case hex.
+    pub digest: String,
 }
 
 /// One `paths` entry.

@@ -629,6 +629,23 @@ fn tls_settings_resolve_to_the_declared_certificates() {
     let certificate = &config.certificates[0];
     assert_eq!(certificate.id, "5f0e7c4a-1c2d-4e3f-8a9b-000000000002");
     assert_eq!(certificate.chain.len(), 1);
+    // The texts are kept as written, for the Admin API to serve back; the key does not
+    // show in the certificate's `Debug` output.
+    assert!(
+        certificate
+            .pem
+            .cert
+            .starts_with("-----BEGIN CERTIFICATE-----\n")
+    );
+    assert!(certificate.pem.key.expose().contains("PRIVATE KEY-----"));
+    assert!(!format!("{certificate:?}").contains("PRIVATE KEY-----"));
+    let ca = &config.ca_certificates[0];
+    assert!(ca.pem.ends_with("-----END CERTIFICATE-----\n"));
+    // Kong's cert_digest; the expected value is `openssl x509 -outform der | sha256sum`.
+    assert_eq!(
+        ca.digest,
+        "76ddd21e83656285b2813e2a41417d4ea62b1d5d1c418fd532d0a8cc43becbe2"
+    );
     let billing = &config.services[0];
     assert_eq!(billing.protocol, Protocol::Https);
     assert_eq!(billing.port, 8443);

@@ -29,7 +29,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::*;
-use crate::model::{CaCertificate, Certificate, Sni, SniName};
+use crate::model::{CaCertificate, Certificate, CertificatePem, SecretText, Sni, SniName};
 use crate::raw::{RawCaCertificate, RawCertificate, RawSni};
 
 /// Ids of the file's certificates and CA certificates, and which ones something uses.
@@ -408,13 +408,26 @@ fn certificate(sink: &mut Sink, raw: &RawCertificate, id: String) -> Option<Cert
         (None, None) => {}
     }
     let tags = tags(sink, &raw.tags);
+    let (cert_text, key_text) = (cert?, key?);
     let (chain, key) = pair?;
+    let alt_text = match (&raw.cert_alt, &raw.key_alt, &alt) {
+        (Some(cert_alt), Some(key_alt), Some(_)) => Some((
+            Arc::from(cert_alt.value.as_str()),
+            SecretText::new(key_alt.value.as_str()),
+        )),
+        _ => None,
+    };
     Some(Certificate {
         id,
         chain,
         key: Arc::new(key),
         alt,
         tags,
+        pem: CertificatePem {
+            cert: Arc::from(cert_text.value.as_str()),
+            key: SecretText::new(key_text.value.as_str()),
+            alt: alt_text,
+        },
     })
 }
 
@@ -450,10 +463,17 @@ fn ca_certificate(sink: &mut Sink, raw: &RawCaCertificate, id: String) -> Option
         );
         return None;
     }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &der)
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     Some(CaCertificate {
         id,
         cert: der,
         tags,
+        pem: Arc::from(cert.value.as_str()),
+        digest,
     })
 }
 
