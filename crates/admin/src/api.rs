@@ -15,7 +15,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
@@ -222,10 +222,28 @@ pub(crate) fn encode_component(text: &str) -> String {
 /// while the configuration is unchanged, and rejected with Kong's "invalid offset" when
 /// it names nothing (e.g. after a reload removed that entity).
 pub(crate) fn paginate(
-    items: Vec<(String, Value)>,
+    mut items: Vec<(String, Value)>,
     params: &BTreeMap<String, String>,
     path: &str,
 ) -> Result<Map<String, Value>, ApiError> {
+    let tags = match params.get("tags") {
+        None => None,
+        Some(text) => {
+            let filter = TagFilter::parse(text)?;
+            // Rows without a `tags` field (the `/tags` listing itself) cannot be
+            // filtered by tag, as in Kong.
+            if let Some((_, first)) = items.first()
+                && first.get("tags").is_none()
+            {
+                let entity = path.trim_start_matches('/').split('/').next().unwrap_or("");
+                return Err(invalid_tags_option(&format!(
+                    "cannot be used with '{entity}'"
+                )));
+            }
+            items.retain(|(_, entity)| filter.matches(entity));
+            Some(text)
+        }
+    };
     let size = match params.get("size") {
         None => DEFAULT_PAGE_SIZE,
         Some(text) => {
@@ -262,6 +280,9 @@ pub(crate) fn paginate(
     match rest.next() {
         Some((next_id, _)) => {
             let mut next = format!("{path}?offset={}", encode_component(&next_id));
+            if let Some(tags) = tags {
+                next.push_str(&format!("&tags={}", encode_component(tags)));
+            }
             if params.contains_key("size") {
                 next.push_str(&format!("&size={size}"));
             }
@@ -273,6 +294,88 @@ pub(crate) fn paginate(
         }
     }
     Ok(page)
+}
+
+/// Kong's `?tags=` list filter: `a,b` (entities with every tag) or `a/b` (entities with
+/// any), at most five tags, no mixing of `,` and `/`.
+///
+/// Differs on purpose: Kong's database layer accepts only `[A-Za-z0-9._~-]` in a filter
+/// (so `region:eu-west` cannot be filtered on there); Sluice takes every byte a tag may
+/// hold, because its own tags (`region:`, `tier:`, `sluice:`) have a colon.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TagFilter {
+    tags: Vec<String>,
+    /// `true`: every tag (`,`); `false`: any tag (`/`).
+    all: bool,
+}
+
+/// Most tags one filter may name (Kong's limit).
+const MAX_FILTER_TAGS: usize = 5;
+
+impl TagFilter {
+    pub(crate) fn parse(text: &str) -> Result<Self, ApiError> {
+        // The bytes a tag may hold in a filter: printable ASCII but `,` and `/`, and
+        // UTF-8 (Kong's filter syntax).
+        let tag_byte = |b: u8| matches!(b, 0x20..=0x2b | 0x2d | 0x2e | 0x30..=0x7e | 0x80..=0xf4);
+        let well_formed = |separator: u8| {
+            !text.is_empty()
+                && text
+                    .as_bytes()
+                    .split(|&b| b == separator)
+                    .enumerate()
+                    .all(|(i, piece)| {
+                        // A trailing separator leaves one empty piece, which Kong's
+                        // pattern allows; any other empty piece is malformed.
+                        (piece.is_empty() && i > 0 && text.as_bytes().last() == Some(&separator))
+                            || (!piece.is_empty() && piece.iter().all(|&b| tag_byte(b)))
+                    })
+        };
+        let all = if well_formed(b',') {
+            true
+        } else if well_formed(b'/') {
+            false
+        } else {
+            return Err(invalid_tags_option("invalid filter syntax"));
+        };
+        let separator = if all { ',' } else { '/' };
+        let tags: Vec<String> = text
+            .split(separator)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if tags.len() > MAX_FILTER_TAGS {
+            return Err(invalid_tags_option("cannot query more than 5 tags"));
+        }
+        Ok(TagFilter { tags, all })
+    }
+
+    /// Whether an entity's `tags` array passes.
+    pub(crate) fn matches(&self, entity: &Value) -> bool {
+        let has = |tag: &String| {
+            entity
+                .get("tags")
+                .and_then(Value::as_array)
+                .is_some_and(|list| list.iter().any(|t| t.as_str() == Some(tag.as_str())))
+        };
+        if self.all {
+            self.tags.iter().all(has)
+        } else {
+            self.tags.iter().any(has)
+        }
+    }
+}
+
+/// Kong's 400 for a bad `tags` option (code 11, `invalid options`).
+fn invalid_tags_option(reason: &str) -> ApiError {
+    ApiError::Body(
+        StatusCode::BAD_REQUEST,
+        json!({
+            "code": 11,
+            "name": "invalid options",
+            "message": format!("invalid option (tags: {reason})"),
+            "options": {"tags": reason},
+        }),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

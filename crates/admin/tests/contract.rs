@@ -1034,3 +1034,91 @@ async fn upstream_health_reports_the_dns_record_type_of_each_target() {
     assert_eq!(hosts[1]["dns"], "SRV");
     assert_eq!(hosts[2]["dns"], "AAAA");
 }
+
+/// Kong's `?tags=` filter on entity lists: `a,b` needs every tag, `a/b` any of them; the
+/// next page keeps the filter; bad filters are Kong's `invalid options` 400.
+#[tokio::test]
+async fn lists_filter_by_tags_as_kong_does() {
+    let fake = FakeControl::new(false);
+    let app = app(&fake);
+    let ids = |uri: &str| {
+        let app = app.clone();
+        let uri = uri.to_owned();
+        async move {
+            let reply = get(&app, &uri).await;
+            assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text);
+            let body = reply.json();
+            body["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|e| e["id"].as_str().expect("id").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let targets = "/upstreams/api-up/targets";
+    let all = ids(targets).await;
+    assert_eq!(all.len(), 4, "{all:?}");
+    let eu = ids(&format!("{targets}?tags=region%3Aeu-west")).await;
+    assert_eq!(
+        eu,
+        vec![
+            "aaaaaaaa-0000-4000-8000-000000000001",
+            "aaaaaaaa-0000-4000-8000-000000000002"
+        ]
+    );
+    // Every tag (`,`): no target is in two regions.
+    assert!(
+        ids(&format!("{targets}?tags=region%3Aeu-west,region%3Aus-east"))
+            .await
+            .is_empty()
+    );
+    // Any tag (`/`).
+    assert_eq!(
+        ids(&format!("{targets}?tags=region%3Aeu-west/region%3Aus-east")).await,
+        all
+    );
+    assert_eq!(ids("/routes?tags=web").await.len(), 1);
+    assert!(ids("/services?tags=web").await.is_empty());
+
+    // The next page carries the filter.
+    let first = get(&app, &format!("{targets}?tags=region%3Aus-east&size=1")).await;
+    let body = first.json();
+    let next = body["next"].as_str().expect("a second page");
+    assert!(next.contains("&tags=region%3Aus-east"), "{next}");
+    let second = get(&app, next).await.json();
+    assert_eq!(
+        second["data"][0]["id"],
+        "aaaaaaaa-0000-4000-8000-000000000004"
+    );
+    assert_eq!(second["next"], Value::Null);
+
+    for (query, reason) in [
+        ("a,b/c", "invalid filter syntax"),
+        (",a", "invalid filter syntax"),
+        ("a,b,c,d,e,f", "cannot query more than 5 tags"),
+    ] {
+        let reply = get(
+            &app,
+            &format!("/services?tags={}", query.replace('/', "%2F")),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(
+            reply.json(),
+            json!({
+                "code": 11,
+                "name": "invalid options",
+                "message": format!("invalid option (tags: {reason})"),
+                "options": {"tags": reason},
+            }),
+            "{query}"
+        );
+    }
+    let reply = get(&app, "/tags?tags=web").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["message"],
+        "invalid option (tags: cannot be used with 'tags')"
+    );
+}
