@@ -139,12 +139,36 @@ impl Slots {
         slot
     }
 
-    /// Store a published snapshot. Unknown upstreams are ignored: the slot is created
-    /// before the controller hears of the upstream.
+    /// Store a published snapshot unless the slot already holds a newer one. Unknown
+    /// upstreams are ignored: the slot is created before the controller hears of the
+    /// upstream.
+    ///
+    /// Why the version check: the controller makes snapshots under its lock, but their
+    /// `Publish` actions are carried out after it is released, by whichever thread applied
+    /// the event (a request's task in `Core::report_attempt`, the driver's batch or tick).
+    /// Two threads can therefore arrive here in the opposite order of their snapshots
+    /// when one is preempted between the two steps (a loaded machine; seen in a loaded
+    /// demo run as version 5 arriving after version 10). As the controller publishes only
+    /// on change, the older snapshot would then stay in force until the next change: a
+    /// pre-failover one keeps requests trying the dead region first and sends them to it
+    /// again the moment it comes back, during the failback hold-down, with no
+    /// decision saying so. Versions strictly increase (one counter for the whole
+    /// controller), and every store happens here under `map`'s lock, so keeping the
+    /// highest version is exact.
     pub fn publish(&self, snapshot: Arc<UpstreamSnapshot>) {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = map.get(&snapshot.name) {
-            slot.snapshot.store(snapshot);
+            let held = slot.snapshot.load().version;
+            if snapshot.version >= held {
+                slot.snapshot.store(snapshot);
+            } else {
+                tracing::debug!(
+                    upstream = %snapshot.name,
+                    late = snapshot.version,
+                    held,
+                    "an older snapshot arrived after a newer one; kept the newer"
+                );
+            }
         }
     }
 
@@ -439,6 +463,43 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snapshot_of(name: &Arc<str>, version: u64) -> Arc<UpstreamSnapshot> {
+        Arc::new(UpstreamSnapshot {
+            version,
+            ..empty_snapshot(name.clone())
+        })
+    }
+
+    /// Publish actions can reach the slots out of order (see [`Slots::publish`]): the
+    /// newest snapshot stays in force whatever order they arrive in.
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let slots = Slots::default();
+        let spec = sluice_core::topology::UpstreamSpec {
+            id: "id-pool".into(),
+            name: Arc::from("pool"),
+            algorithm: Default::default(),
+            hash_on: Default::default(),
+            hash_fallback: Default::default(),
+            slots: 10_000,
+            host_header: None,
+            healthchecks: Default::default(),
+            failover: Default::default(),
+            targets: Vec::new(),
+            tags: Vec::new(),
+        };
+        let slot = slots.ensure(&spec);
+        slots.publish(snapshot_of(&spec.name, 7));
+        slots.publish(snapshot_of(&spec.name, 5));
+        assert_eq!(
+            slot.snapshot.load().version,
+            7,
+            "the late, older snapshot is dropped"
+        );
+        slots.publish(snapshot_of(&spec.name, 8));
+        assert_eq!(slot.snapshot.load().version, 8);
+    }
 
     #[test]
     fn https_host_values_leave_out_port_443() {

@@ -11,7 +11,7 @@ mod support;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::backend::{Backend, Behavior, closed_port};
 use support::{gateway, get};
@@ -68,14 +68,18 @@ async fn a_failover_shows_up_in_kong_and_sluice_families() {
     let secondary = Backend::start("us-east", Behavior::Ok).await;
     let gw = gateway(&yaml(&primary, &secondary.addr.to_string(), ALL_FLAGS)).await;
 
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut sent = 0u64;
-    while sent < 20 && Instant::now() < deadline {
-        let reply = get(&gw, "/api/orders").await;
-        assert_eq!(reply.status, 200, "request {sent}: {reply:?}");
-        sent += 1;
-    }
-    assert_eq!(sent, 20, "20 requests within the time bound");
+    // The bound only keeps a hung gateway from hanging the suite: the test asserts what
+    // the 20 requests did, not how fast a (possibly loaded) machine ran them. 2 s was
+    // a speed claim about a debug build on a shared 2-core machine, where each request
+    // also pays for the refused primaries before its retry crosses regions.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for sent in 0..20 {
+            let reply = get(&gw, "/api/orders").await;
+            assert_eq!(reply.status, 200, "request {sent}: {reply:?}");
+        }
+    })
+    .await
+    .expect("20 requests within 60 s");
     let unrouted = get(&gw, "/nothing-here").await;
     assert_eq!(unrouted.status, 404);
 
