@@ -13,7 +13,10 @@
 //! The TLS listener's certificates ([`CertStore`]) are compiled here too, so a reload
 //! swaps routes and certificates together.
 //!
-//! An `https` service gets an [`UpstreamTls`] here (its `tls_verify`, `tls_verify_depth`,
+//! A `grpc`/`grpcs` service is marked [`ServiceRuntime::grpc`]: its requests take the
+//! HTTP/2 upstream path ([`crate::h2`]) instead of the HTTP/1.1 client.
+//!
+//! An `https` (or `grpcs`) service gets an [`UpstreamTls`] here (its `tls_verify`, `tls_verify_depth`,
 //! `ca_certificates` and client certificate, the upstream's `client_certificate` when the
 //! service names none, as Kong's `fallback_upstream_client_cert` does), and its `Host`
 //! values follow the https default port (443 is not written).
@@ -214,7 +217,7 @@ pub enum ServiceTarget {
         port: u16,
         host_header: Option<HeaderValue>,
     },
-    /// A protocol this data plane does not forward (grpc, tcp...).
+    /// A protocol this data plane does not forward (tcp, tls, udp...).
     Unsupported(Protocol),
 }
 
@@ -228,8 +231,11 @@ pub struct ServiceRuntime {
     pub write_timeout: Duration,
     pub read_timeout: Duration,
     pub target: ServiceTarget,
-    /// TLS settings of an `https` service (`None`: plain HTTP).
+    /// TLS settings of an `https` or `grpcs` service (`None`: plain HTTP).
     pub tls: Option<Arc<UpstreamTls>>,
+    /// A `grpc`/`grpcs` service: forwarded over HTTP/2 (h2c with prior knowledge, or
+    /// TLS with ALPN `h2`), never with the HTTP/1.1 client.
+    pub grpc: bool,
 }
 
 /// One compiled configuration generation.
@@ -345,9 +351,16 @@ impl Runtime {
             vec![Vec::new(); config.upstreams.len()];
         let mut services = Vec::with_capacity(config.services.len());
         for (index, service) in config.services.iter().enumerate() {
-            let tls = (service.protocol == Protocol::Https)
+            let tls = matches!(service.protocol, Protocol::Https | Protocol::Grpcs)
                 .then(|| service_tls(&config, service, &identities));
-            if let Some(list) = service.upstream.and_then(|u| kinds.get_mut(u)) {
+            let grpc = matches!(service.protocol, Protocol::Grpc | Protocol::Grpcs);
+            // gRPC services keep their own HTTP/2 connections; warm standby and probes
+            // dial the HTTP/1.1 way, so they are not told about them.
+            if let Some(list) = service
+                .upstream
+                .filter(|_| !grpc)
+                .and_then(|u| kinds.get_mut(u))
+            {
                 let same = |k: &Option<Arc<UpstreamTls>>| match (k, &tls) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                     (None, None) => true,
@@ -359,7 +372,14 @@ impl Runtime {
             }
             let https = tls.is_some();
             let target = match (service.protocol, service.upstream) {
-                (Protocol::Http | Protocol::Https | Protocol::Ws, Some(upstream)) => {
+                (
+                    Protocol::Http
+                    | Protocol::Https
+                    | Protocol::Ws
+                    | Protocol::Grpc
+                    | Protocol::Grpcs,
+                    Some(upstream),
+                ) => {
                     let Some(up) = upstreams.get(upstream) else {
                         return Err(BuildError::DanglingUpstream {
                             index,
@@ -369,7 +389,14 @@ impl Runtime {
                     };
                     ServiceTarget::Upstream(up.clone())
                 }
-                (Protocol::Http | Protocol::Https | Protocol::Ws, None) => {
+                (
+                    Protocol::Http
+                    | Protocol::Https
+                    | Protocol::Ws
+                    | Protocol::Grpc
+                    | Protocol::Grpcs,
+                    None,
+                ) => {
                     let host_header = if https {
                         https_host_header(&service.host, service.port)
                     } else {
@@ -406,6 +433,7 @@ impl Runtime {
                 read_timeout: service.read_timeout,
                 target,
                 tls,
+                grpc,
             });
         }
         for (index, ((up, spec), kinds)) in upstreams
