@@ -277,6 +277,11 @@ impl Gateway {
         self.shared.h2.connects()
     }
 
+    /// HTTP/2 upstream connections of gRPC services currently open.
+    pub fn h2_open(&self) -> u64 {
+        self.shared.h2.open()
+    }
+
     /// Every TLS listener's bound address.
     pub fn tls_local_addrs(&self) -> &[SocketAddr] {
         &self.tls_local_addrs

@@ -93,6 +93,8 @@ pub struct H2Pool {
     generations: AtomicU64,
     /// Connections opened so far (tests and logs: multiplexing means this stays small).
     connects: AtomicU64,
+    /// Connections whose task still runs (shared with those tasks).
+    open: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for H2Pool {
@@ -111,6 +113,11 @@ impl H2Pool {
     /// How many HTTP/2 connections this pool has opened.
     pub fn connects(&self) -> u64 {
         self.connects.load(Ordering::Relaxed)
+    }
+
+    /// How many of them are still open (their connection task still runs).
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
     }
 
     fn slot(&self, key: &Key) -> Arc<Slot> {
@@ -142,7 +149,7 @@ impl H2Pool {
             });
         }
         *current = None;
-        let sender = match connect(key, tls).await {
+        let sender = match connect(key, tls, &self.open).await {
             Ok(sender) => sender,
             Err(e) => {
                 slot.closed_hint.store(true, Ordering::Relaxed);
@@ -175,6 +182,7 @@ impl H2Pool {
 async fn connect(
     key: &Key,
     tls: Option<&Arc<UpstreamTls>>,
+    open: &Arc<AtomicU64>,
 ) -> Result<SendRequest<UpstreamBody>, ConnectError> {
     let addr = key.addr;
     let tcp = TcpStream::connect(addr).await.map_err(|e| {
@@ -210,10 +218,14 @@ async fn connect(
             tracing::debug!(%error, %addr, "HTTP/2 handshake with upstream failed");
             ConnectError::Failed
         })?;
+    open.fetch_add(1, Ordering::Relaxed);
+    let open = open.clone();
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, %addr, "HTTP/2 upstream connection ended with an error");
         }
+        // The task's end drops the request channel: senders now report closed.
+        open.fetch_sub(1, Ordering::Relaxed);
     });
     Ok(sender)
 }
@@ -285,7 +297,12 @@ impl Attempter for H2Attempt<'_> {
             };
             let send = lent.sender.try_send_request(request);
             tokio::pin!(send);
-            let timer = tokio::time::sleep_until(deadline_now(sent_at));
+            // The body is written by the connection's task, so nothing here sees a
+            // write happen: the timer wakes at least every `step` to look at the
+            // progress, so a deadline that moved earlier (the body ended, and
+            // `read_timeout` is shorter than `write_timeout`) is kept to within `step`.
+            let step = timeouts.write.min(timeouts.read);
+            let timer = tokio::time::sleep_until(deadline_now(sent_at).min(sent_at + step));
             tokio::pin!(timer);
             let result = loop {
                 tokio::select! {
@@ -294,8 +311,9 @@ impl Attempter for H2Attempt<'_> {
                     () = timer.as_mut() => {
                         // The deadline moves while a streamed body is written.
                         let current = deadline_now(sent_at);
-                        if Instant::now() < current {
-                            timer.as_mut().reset(current);
+                        let now = Instant::now();
+                        if now < current {
+                            timer.as_mut().reset(current.min(now + step));
                             continue;
                         }
                         if progress.as_ref().is_some_and(|p| p.is_waiting_on_client()) {
