@@ -102,13 +102,16 @@ struct Seen {
     snis: Mutex<Vec<Option<String>>>,
     /// Lets the server-streaming call send the rest of its messages.
     release: Notify,
+    /// Every open connection shuts down gracefully (GOAWAY, in-flight calls finish).
+    goaway: Notify,
 }
 
 /// A gRPC-shaped HTTP/2 server on loopback (h2c, or TLS with ALPN `h2`).
 ///
 /// Methods (the last path segment): `Unary` echoes each message with an `echo:` prefix;
 /// `Stream` sends `one`, waits for [`Seen::release`], then `two`, `three`; `Bidi` echoes
-/// each message as it arrives; `Reset` resets the stream before any header.
+/// each message as it arrives; `Reset` resets the stream before any header; `Hang`
+/// never answers.
 struct GrpcBackend {
     addr: SocketAddr,
     seen: Arc<Seen>,
@@ -174,13 +177,21 @@ async fn serve<IO>(io: TokioIo<IO>, seen: Arc<Seen>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let goaway = seen.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         let seen = seen.clone();
         async move { handle(request, seen).await }
     });
-    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
-        .await;
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = goaway.goaway.notified() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 async fn handle(
@@ -204,6 +215,7 @@ async fn handle(
         .expect("response");
     match method.as_str() {
         "Reset" => Err(std::io::Error::other("reset this stream")),
+        "Hang" => std::future::pending().await,
         "Unary" => {
             let whole = request
                 .into_body()
@@ -503,6 +515,68 @@ async fn concurrent_calls_from_many_clients_share_one_upstream_connection() {
 }
 
 #[tokio::test]
+async fn a_connection_the_backend_closes_with_goaway_is_replaced() {
+    let backend = GrpcBackend::start(None).await;
+    let gw = gateway(&yaml(&[backend.addr], "")).await;
+    let mut client = h2c(gw.local_addr()).await;
+    assert_eq!(unary(&mut client, b"first").await.status, 200);
+    assert_eq!(gw.h2_open(), 1);
+    backend.seen.goaway.notify_waiters();
+    assert!(
+        eventually(LIMIT, || gw.h2_open() == 0).await,
+        "the gateway saw the GOAWAY and the close"
+    );
+    let reply = unary(&mut client, b"second").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.trailer("grpc-status"), "0");
+    assert_eq!(backend.connections(), 2);
+    assert_eq!(gw.h2_connects(), 2);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_in_flight_finishes_on_a_draining_connection_while_new_calls_go_on() {
+    let backend = GrpcBackend::start(None).await;
+    let gw = gateway(&yaml(&[backend.addr], "")).await;
+    let mut client = h2c(gw.local_addr()).await;
+    let (tx, request) = call("Stream");
+    drop(tx);
+    let response = tokio::time::timeout(LIMIT, client.send_request(request))
+        .await
+        .expect("response in time")
+        .expect("response");
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(LIMIT, body.frame())
+        .await
+        .expect("first message")
+        .expect("a frame")
+        .expect("no error");
+    assert!(first.is_data());
+    // The backend starts draining its connection: the open stream may finish, new
+    // calls must not fail (they go to a new connection, or to the old one before its
+    // last GOAWAY).
+    backend.seen.goaway.notify_waiters();
+    for i in 0..3 {
+        let reply = unary(&mut client, format!("during-{i}").as_bytes()).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.trailer("grpc-status"), "0");
+    }
+    backend.seen.release.notify_one();
+    let rest = tokio::time::timeout(LIMIT, body.collect())
+        .await
+        .expect("rest in time")
+        .expect("rest");
+    assert_eq!(
+        rest.trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert!(backend.connections() <= 2);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_refused_target_is_retried_on_the_other_and_marked_unhealthy() {
     let dead = closed_port().await;
     let backend = GrpcBackend::start(None).await;
@@ -570,6 +644,34 @@ async fn a_stream_the_backend_resets_is_a_grpc_error_not_retried_and_counted_aga
         gw.upstream_status("pool")
     );
     // The connection survived the resets: still the one connection.
+    assert_eq!(backend.connections(), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_timeout_before_the_response_header_is_a_504_deadline_exceeded() {
+    let backend = GrpcBackend::start(None).await;
+    let config = yaml(&[backend.addr], "").replacen(
+        "protocol: grpc\n",
+        "protocol: grpc\n    read_timeout: 200\n",
+        1,
+    );
+    let gw = gateway(&config).await;
+    let mut client = h2c(gw.local_addr()).await;
+    let (tx, request) = call("Hang");
+    tx.send(Frame::data(message(b"wait"))).await.expect("send");
+    drop(tx);
+    let response = tokio::time::timeout(LIMIT, client.send_request(request))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    let reply = Reply::read(response).await;
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert_eq!(reply.header("grpc-status"), "4");
+    // Sent, so not retried; the cancelled stream left the connection usable.
+    assert_eq!(backend.calls(), 1);
+    let reply = unary(&mut client, b"after").await;
+    assert_eq!(reply.trailer("grpc-status"), "0");
     assert_eq!(backend.connections(), 1);
     gw.shutdown().await;
 }
