@@ -63,6 +63,10 @@ pub struct SlotTls {
     pub host_header: Option<Arc<str>>,
     /// `upstreams[].client_certificate`, presented by active `https` probes.
     pub client_certificate: Option<Arc<ClientIdentity>>,
+    /// Only gRPC services use the upstream: warm standby opens nothing for it (its
+    /// connections are HTTP/2 ones, opened by the first call; a plain TCP connection
+    /// held open to an h2 or TLS port would only be noise to the backend).
+    pub grpc_only: bool,
 }
 
 #[derive(Debug)]
@@ -349,11 +353,20 @@ impl Runtime {
         }
         let mut kinds: Vec<Vec<Option<Arc<UpstreamTls>>>> =
             vec![Vec::new(); config.upstreams.len()];
+        // Per upstream: (used by a gRPC service, used by another service).
+        let mut users: Vec<(bool, bool)> = vec![(false, false); config.upstreams.len()];
         let mut services = Vec::with_capacity(config.services.len());
         for (index, service) in config.services.iter().enumerate() {
             let tls = matches!(service.protocol, Protocol::Https | Protocol::Grpcs)
                 .then(|| service_tls(&config, service, &identities));
             let grpc = matches!(service.protocol, Protocol::Grpc | Protocol::Grpcs);
+            if let Some(used) = service.upstream.and_then(|u| users.get_mut(u)) {
+                if grpc {
+                    used.0 = true;
+                } else {
+                    used.1 = true;
+                }
+            }
             // gRPC services keep their own HTTP/2 connections; warm standby and probes
             // dial the HTTP/1.1 way, so they are not told about them.
             if let Some(list) = service
@@ -436,10 +449,11 @@ impl Runtime {
                 grpc,
             });
         }
-        for (index, ((up, spec), kinds)) in upstreams
+        for (index, (((up, spec), kinds), (grpc_users, other_users))) in upstreams
             .iter()
             .zip(&config.upstreams)
             .zip(kinds)
+            .zip(users)
             .enumerate()
         {
             let client = config
@@ -451,6 +465,7 @@ impl Runtime {
                 kinds,
                 host_header: spec.host_header.as_deref().map(Arc::from),
                 client_certificate: client.and_then(|i| identities.get(i).cloned()),
+                grpc_only: grpc_users && !other_users,
             }));
         }
         let certs = CertStore::build(&config);
@@ -467,6 +482,41 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_services_take_the_h2_path_and_grpc_only_upstreams_are_not_warmed() {
+        let yaml = r#"
+_format_version: "3.0"
+services:
+  - { name: g, protocol: grpc, host: only-grpc, routes: [{ name: g, protocols: [grpc], paths: [/g.S/] }] }
+  - { name: s, protocol: grpcs, host: mixed, routes: [{ name: s, protocols: [grpcs], paths: [/s.S/] }] }
+  - { name: h, protocol: http, host: mixed, routes: [{ name: h, paths: [/h] }] }
+upstreams:
+  - { name: only-grpc, targets: [{ target: "127.0.0.1:50051" }] }
+  - { name: mixed, targets: [{ target: "127.0.0.1:8080" }] }
+"#;
+        let config = match sluice_config::parse(yaml, "t.yml") {
+            Ok(loaded) => Arc::new(loaded.config),
+            Err(d) => panic!("{d}"),
+        };
+        let slots = Slots::default();
+        let runtime = Runtime::build(config, 1, &slots).expect("builds");
+        let flags: Vec<(bool, bool)> = runtime
+            .services
+            .iter()
+            .map(|s| (s.grpc, s.tls.is_some()))
+            .collect();
+        assert_eq!(flags, vec![(true, false), (true, true), (false, false)]);
+        let grpc_only: Vec<(String, bool)> = slots
+            .snapshots_with_tls()
+            .iter()
+            .map(|(snap, tls)| (snap.name.to_string(), tls.grpc_only))
+            .collect();
+        assert_eq!(
+            grpc_only,
+            vec![("mixed".to_owned(), false), ("only-grpc".to_owned(), true)]
+        );
+    }
 
     #[test]
     fn https_host_values_leave_out_port_443() {
