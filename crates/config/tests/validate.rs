@@ -720,3 +720,23 @@ fn sni_names_match_like_kongs_certificate_lookup() {
     assert!(!SniName::Exact("a.test".into()).matches("b.test"));
     assert!(SniName::Default.matches("anything.test"));
 }
+
+#[test]
+fn grpc_services_and_routes_validate_with_kongs_defaults() {
+    let config = ok("grpc.yaml");
+    let greeter = &config.services[0];
+    assert_eq!(greeter.protocol, Protocol::Grpc);
+    assert_eq!(greeter.port, 50051);
+    assert_eq!(greeter.path, None);
+    let secure = &config.services[1];
+    assert_eq!(secure.protocol, Protocol::Grpcs);
+    assert_eq!(secure.port, 443);
+    assert_eq!(secure.tls.verify, Some(true));
+    // A route that serves only gRPC does not strip its path (the path is the method).
+    assert!(!config.routes[0].strip_path);
+    assert_eq!(
+        config.routes[1].protocols,
+        vec![Protocol::Grpc, Protocol::Grpcs]
+    );
+    assert!(!config.routes[1].strip_path);
+}

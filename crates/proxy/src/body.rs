@@ -9,7 +9,9 @@
 //! Response side: [`ClientBody`] is either a gateway-made body or the upstream's body
 //! streamed through with a per-read timeout (Kong's `read_timeout` counts between two
 //! successive reads), counting bytes, returning the upstream connection to the pool when
-//! the body ended cleanly, and finishing the request's record exactly once.
+//! the body ended cleanly, and finishing the request's record exactly once. An HTTP/2
+//! upstream's body (gRPC services) is relayed frame by frame, trailers included, under
+//! the same read timeout.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -308,6 +310,13 @@ enum Inner {
         /// sees the status and a short body (as with nginx) rather than nothing.
         deferred_error: Option<ClientBodyError>,
     },
+    /// An HTTP/2 upstream's body (gRPC): data and trailers frames as they arrive.
+    H2 {
+        body: Incoming,
+        read_timeout: Duration,
+        /// Armed at the first wait, as above.
+        timer: Option<Pin<Box<Sleep>>>,
+    },
 }
 
 impl std::fmt::Debug for ClientBody {
@@ -327,6 +336,8 @@ pub enum ClientBodyError {
     Upstream(BodyError),
     #[error("upstream response body stalled longer than read_timeout")]
     ReadTimeout,
+    #[error("HTTP/2 upstream response body failed: {0}")]
+    H2(hyper::Error),
 }
 
 impl ClientBody {
@@ -352,6 +363,24 @@ impl ClientBody {
                 read_timeout,
                 timer: None,
                 deferred_error: None,
+            },
+            bytes_out: 0,
+            finish,
+        };
+        if end {
+            this.complete(true);
+        }
+        this
+    }
+
+    /// An HTTP/2 upstream's body (gRPC), relayed with its trailers.
+    pub fn h2(body: Incoming, read_timeout: Duration, finish: Option<Box<dyn Finish>>) -> Self {
+        let end = body.is_end_stream();
+        let mut this = ClientBody {
+            inner: Inner::H2 {
+                body,
+                read_timeout,
+                timer: None,
             },
             bytes_out: 0,
             finish,
@@ -390,7 +419,30 @@ impl Body for ClientBody {
                 Inner::Upstream { deferred_error, .. } => {
                     Poll::Ready(deferred_error.take().map(Err))
                 }
-                Inner::Full(_) => Poll::Ready(None),
+                Inner::Full(_) | Inner::H2 { .. } => Poll::Ready(None),
+            },
+            Inner::H2 {
+                body,
+                read_timeout,
+                timer,
+            } => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Kong's read_timeout runs between two successive reads.
+                    if let Some(timer) = timer {
+                        timer.as_mut().reset(Instant::now() + *read_timeout);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::H2(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => {
+                    let timer =
+                        timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*read_timeout)));
+                    match timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Some(Err(ClientBodyError::ReadTimeout))),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
             },
             Inner::Upstream {
                 body,
@@ -441,6 +493,7 @@ impl Body for ClientBody {
         match &self.inner {
             Inner::Full(bytes) => bytes.is_none(),
             Inner::Upstream { body, .. } => body.is_end(),
+            Inner::H2 { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -453,6 +506,7 @@ impl Body for ClientBody {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
+            Inner::H2 { body, .. } => body.size_hint(),
         }
     }
 }

@@ -42,12 +42,18 @@ pub enum ErrorKind {
     ClientAborted,
     /// The gateway is shutting down and no longer accepts requests on this connection.
     ShuttingDown,
+    /// A gRPC request (`application/grpc*`) for a gRPC route or service arrived over
+    /// HTTP/1.x (Kong: 426 "Please use HTTP2 protocol").
+    Http2Required,
+    /// A request without a gRPC content type matched a route that serves only gRPC
+    /// (Kong: 415 "Non-gRPC request matched gRPC route").
+    NonGrpcRequest,
     /// A bug or an impossible state inside the gateway.
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::NoRouteMatched,
         ErrorKind::NoService,
         ErrorKind::HttpsRequired,
@@ -62,6 +68,8 @@ impl ErrorKind {
         ErrorKind::HeadersTooLarge,
         ErrorKind::ClientAborted,
         ErrorKind::ShuttingDown,
+        ErrorKind::Http2Required,
+        ErrorKind::NonGrpcRequest,
         ErrorKind::Internal,
     ];
 
@@ -82,6 +90,8 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Http2Required => StatusCode::UPGRADE_REQUIRED,
+            ErrorKind::NonGrpcRequest => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -104,6 +114,8 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => "Request header or cookie too large",
             ErrorKind::ShuttingDown => "The gateway is shutting down",
             ErrorKind::Internal => "An unexpected error occurred",
+            ErrorKind::Http2Required => "Please use HTTP2 protocol",
+            ErrorKind::NonGrpcRequest => "Non-gRPC request matched gRPC route",
         }
     }
 
@@ -125,6 +137,8 @@ impl ErrorKind {
             ErrorKind::ClientAborted => "client_aborted",
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::Internal => "internal",
+            ErrorKind::Http2Required => "http2_required",
+            ErrorKind::NonGrpcRequest => "non_grpc_request",
         }
     }
 
@@ -137,7 +151,9 @@ impl ErrorKind {
             | ErrorKind::BadRequest
             | ErrorKind::PayloadTooLarge
             | ErrorKind::HeadersTooLarge
-            | ErrorKind::ClientAborted => Side::Client,
+            | ErrorKind::ClientAborted
+            | ErrorKind::Http2Required
+            | ErrorKind::NonGrpcRequest => Side::Client,
             ErrorKind::NoPeer
             | ErrorKind::NameResolutionFailed
             | ErrorKind::UpstreamConnectFailed
@@ -210,6 +226,35 @@ pub fn error_content_type() -> HeaderValue {
     HeaderValue::from_static("application/json; charset=utf-8")
 }
 
+/// The gRPC status Kong's PDK sends for an HTTP status it answers a gRPC request with
+/// (`HTTP_TO_GRPC_STATUS` in `kong/pdk/response.lua`; unlisted codes fall back by class:
+/// 5xx INTERNAL, 4xx INVALID_ARGUMENT, 2xx OK, else UNKNOWN). 502 is unlisted there, so
+/// a refused upstream is INTERNAL (13), not UNAVAILABLE: Kong's table, kept as is.
+pub fn grpc_status_for(status: StatusCode) -> u8 {
+    let code = status.as_u16();
+    let listed = match code {
+        200 => Some(0),
+        400 => Some(3),
+        401 => Some(16),
+        403 => Some(7),
+        404 => Some(5),
+        409 => Some(6),
+        429 => Some(8),
+        499 => Some(1),
+        500 => Some(13),
+        501 => Some(12),
+        503 => Some(14),
+        504 => Some(4),
+        _ => None,
+    };
+    listed.unwrap_or(match code / 100 {
+        5 => 13,
+        4 => 3,
+        2 => 0,
+        _ => 2,
+    })
+}
+
 /// Header name constant re-exported so response builders share one spelling.
 pub const CONTENT_TYPE: header::HeaderName = header::CONTENT_TYPE;
 
@@ -261,6 +306,17 @@ mod tests {
             assert_eq!(kind.status().as_u16(), status, "{kind:?}");
             assert_eq!(kind.message(), message, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn grpc_statuses_follow_kongs_table() {
+        let code = |kind: ErrorKind| grpc_status_for(kind.status());
+        assert_eq!(code(ErrorKind::NoRouteMatched), 5);
+        assert_eq!(code(ErrorKind::NoPeer), 14);
+        assert_eq!(code(ErrorKind::UpstreamConnectFailed), 13);
+        assert_eq!(code(ErrorKind::UpstreamTimeout), 4);
+        assert_eq!(code(ErrorKind::PayloadTooLarge), 3);
+        assert_eq!(code(ErrorKind::Http2Required), 3);
     }
 
     #[test]

@@ -378,6 +378,21 @@ async fn handle(
         };
         return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     }
+    // Kong's runloop check for routes that take gRPC: every fast-lane request is
+    // HTTP/1.1, so a gRPC one is told to use HTTP/2 and any other is not gRPC.
+    // (A gRPC *service* behind another route is refused by `forward`, also with 426.)
+    if info.grpc.is_some() {
+        let grpc_content = view
+            .get("content-type")
+            .is_some_and(|v| v.starts_with(b"application/grpc"));
+        let kind = if grpc_content {
+            ErrorKind::Http2Required
+        } else {
+            ErrorKind::NonGrpcRequest
+        };
+        let answer = gateway(kind, record);
+        return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
+    }
     let Some(service) = info
         .service
         .as_ref()
@@ -839,6 +854,10 @@ async fn answer_gateway(
             );
             millis_line(out, &headers::RESPONSE_LATENCY, started.elapsed());
             headers::line(out, b"server", b"sluice");
+            if kind == ErrorKind::Http2Required {
+                // Kong's 426 names the protocol to upgrade to.
+                headers::line(out, b"upgrade", b"HTTP/2");
+            }
             error_body(kind, std::str::from_utf8(request_id).unwrap_or(""))
         }
     };

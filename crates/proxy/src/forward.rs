@@ -19,6 +19,11 @@
 //! Retry decisions are `sluice_core::retry::decide` (Kong: errors and timeouts before the
 //! response header; a non-idempotent request only when nothing was sent), then the
 //! upstream's `RetryBudget`.
+//!
+//! The loop is generic over how one attempt is made ([`Attempter`]): [`forward`] makes
+//! HTTP/1.1 attempts with Sluice's own client, [`forward_h2`] HTTP/2 ones for gRPC
+//! services ([`crate::h2`]). Both share every decision above; monomorphised, the
+//! HTTP/1.1 path compiles to what it was before the seam existed.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -72,7 +77,7 @@ pub enum OutgoingBody {
 }
 
 impl OutgoingBody {
-    fn take(&self) -> Option<UpstreamBody> {
+    pub(crate) fn take(&self) -> Option<UpstreamBody> {
         match self {
             OutgoingBody::Replayable(bytes) => Some(UpstreamBody::full(bytes.clone())),
             OutgoingBody::Streaming(slot) => slot.lock().unwrap_or_else(|p| p.into_inner()).take(),
@@ -89,6 +94,17 @@ impl OutgoingBody {
 
     fn is_streaming(&self) -> bool {
         matches!(self, OutgoingBody::Streaming(_))
+    }
+
+    /// Give a streamed body back that an attempt took but never sent (its connection
+    /// returned the request unsent), so the next attempt can send it.
+    pub(crate) fn put_back(&self, mut body: UpstreamBody) {
+        if let OutgoingBody::Streaming(slot) = self {
+            if let UpstreamBody::Streaming { progress, .. } = &mut body {
+                *progress = None;
+            }
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+        }
     }
 }
 
@@ -135,10 +151,66 @@ impl Drop for InFlight {
     }
 }
 
+/// What the loop needs to know of an upstream's answer.
+pub trait Answer {
+    fn status(&self) -> u16;
+}
+
+impl Answer for UpstreamResponse {
+    fn status(&self) -> u16 {
+        self.head.status
+    }
+}
+
+impl<B> Answer for http::Response<B> {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// How one attempt is made: connect (or reuse) to `addr`, send `out`, wait for the
+/// response header. The seam between the balancing loop and a wire protocol.
+pub(crate) trait Attempter {
+    type Response: Answer;
+
+    /// `host` is the `Host` value chosen for the address (the preserved client one is in
+    /// `out`); `started` was read just before the attempt.
+    fn attempt(
+        &self,
+        out: &Outgoing,
+        addr: SocketAddr,
+        host: Option<&HeaderValue>,
+        tls: Option<&Arc<UpstreamTls>>,
+        timeouts: Timeouts,
+        started: Instant,
+    ) -> impl std::future::Future<Output = Result<Self::Response, AttemptError>>;
+}
+
+/// HTTP/1.1 attempts with Sluice's own client and pool.
+struct H1<'a> {
+    pool: &'a Arc<Pool>,
+}
+
+impl Attempter for H1<'_> {
+    type Response = UpstreamResponse;
+
+    fn attempt(
+        &self,
+        out: &Outgoing,
+        addr: SocketAddr,
+        host: Option<&HeaderValue>,
+        tls: Option<&Arc<UpstreamTls>>,
+        timeouts: Timeouts,
+        started: Instant,
+    ) -> impl std::future::Future<Output = Result<UpstreamResponse, AttemptError>> {
+        attempt(self.pool, out, addr, host, tls, timeouts, started)
+    }
+}
+
 /// A response header from the upstream.
 #[derive(Debug)]
-pub struct Success {
-    pub response: UpstreamResponse,
+pub struct Success<R = UpstreamResponse> {
+    pub response: R,
     pub in_flight: Option<InFlight>,
     /// Time from the start of the winning attempt to its response header.
     pub upstream_latency: Duration,
@@ -169,7 +241,7 @@ struct Chosen {
 }
 
 /// How an attempt failed.
-enum AttemptError {
+pub(crate) enum AttemptError {
     /// The upstream (or the network to it) failed.
     Upstream(FailureKind),
     /// The client's own body failed while being sent; not the upstream's fault.
@@ -371,10 +443,10 @@ fn failure_outcome(failure: FailureKind) -> (TryOutcome, AttemptOutcome, ErrorKi
 
 /// Per-attempt timeouts of a service.
 #[derive(Clone, Copy)]
-struct Timeouts {
-    connect: Duration,
-    write: Duration,
-    read: Duration,
+pub(crate) struct Timeouts {
+    pub connect: Duration,
+    pub write: Duration,
+    pub read: Duration,
 }
 
 /// An exchange failure as the retry rules see it.
@@ -396,7 +468,7 @@ fn exchange_failure(error: ExchangeError) -> AttemptError {
 
 /// A connect-phase failure as the retry rules see it. A failed TLS handshake is a
 /// connect error: nothing was sent, and Kong's balancer reports it as a tcp failure.
-fn connect_failure(error: ConnectError) -> AttemptError {
+pub(crate) fn connect_failure(error: ConnectError) -> AttemptError {
     AttemptError::Upstream(match error {
         ConnectError::Refused => FailureKind::ConnectRefused,
         ConnectError::Failed | ConnectError::Handshake => FailureKind::ConnectError,
@@ -544,9 +616,9 @@ async fn attempt(
 }
 
 /// The result of one attempt with what is needed to record it.
-struct Settled {
+struct Settled<R> {
     chosen: Chosen,
-    result: Result<UpstreamResponse, AttemptError>,
+    result: Result<R, AttemptError>,
     in_flight: Option<InFlight>,
     latency: Duration,
     /// When the attempt settled (read once, for the latency and the balancer's clock).
@@ -554,26 +626,26 @@ struct Settled {
     hedge: bool,
 }
 
-async fn run_one(
-    pool: &Arc<Pool>,
+async fn run_one<A: Attempter>(
+    attempter: &A,
     out: &Outgoing,
     chosen: Chosen,
     tls: Option<&Arc<UpstreamTls>>,
     timeouts: Timeouts,
     hedge: bool,
-) -> Settled {
+) -> Settled<A::Response> {
     let in_flight = chosen.load.clone().map(InFlight::start);
     let started = Instant::now();
-    let result = attempt(
-        pool,
-        out,
-        chosen.addr,
-        chosen.host_header.as_ref(),
-        tls,
-        timeouts,
-        started,
-    )
-    .await;
+    let result = attempter
+        .attempt(
+            out,
+            chosen.addr,
+            chosen.host_header.as_ref(),
+            tls,
+            timeouts,
+            started,
+        )
+        .await;
     let ended = Instant::now();
     Settled {
         chosen,
@@ -589,10 +661,10 @@ async fn run_one(
 // One value per attempt, moved once into the loop: a boxed `Done` would cost an
 // allocation per request to save copying a few hundred bytes once.
 #[allow(clippy::large_enum_variant)]
-enum Next {
+enum Next<R> {
     /// The request is over (a response, or an error that ends it). Not boxed: moving a
     /// few hundred bytes costs less than an allocation per request.
-    Done(Result<Success, ProxyError>),
+    Done(Result<Success<R>, ProxyError>),
     /// The attempt failed with this upstream failure.
     Failed(FailureKind),
 }
@@ -607,7 +679,7 @@ struct Loop<'a, 'b> {
 
 impl Loop<'_, '_> {
     /// Record a settled attempt and report it to the driver.
-    fn settle(&mut self, settled: Settled) -> Next {
+    fn settle<R: Answer>(&mut self, settled: Settled<R>) -> Next<R> {
         let Settled {
             chosen,
             result,
@@ -629,7 +701,7 @@ impl Loop<'_, '_> {
         }
         let (outcome, next) = match result {
             Ok(response) => {
-                let status = response.head.status;
+                let status = response.status();
                 if let Some(load) = &chosen.load {
                     // A fast 5xx is a failure, not a fast answer (gray failures must not
                     // attract traffic under the latency balancer).
@@ -695,7 +767,9 @@ impl Loop<'_, '_> {
     }
 }
 
-/// Forward `out` to `service`, retrying as allowed. Fills `report` as it goes.
+/// Forward `out` to `service` over HTTP/1.1, retrying as allowed. Fills `report` as it
+/// goes. A gRPC service is HTTP/2 only: a request that reaches it here (over HTTP/1.1)
+/// is answered with Kong's 426 "Please use HTTP2 protocol".
 pub async fn forward(
     cx: &Context<'_>,
     service: &ServiceRuntime,
@@ -703,6 +777,35 @@ pub async fn forward(
     report: &mut Report,
     started: Instant,
 ) -> Result<Success, ProxyError> {
+    if service.grpc {
+        return Err(ProxyError::before_send(ErrorKind::Http2Required));
+    }
+    forward_with(cx, service, out, report, started, &H1 { pool: cx.pool }).await
+}
+
+/// Forward a gRPC request (`out` carries its body and balancing facts, `request` its
+/// HTTP/2 head) to `service` over HTTP/2 through `pool`, with the same retry rules.
+pub async fn forward_h2(
+    cx: &Context<'_>,
+    service: &ServiceRuntime,
+    out: &Outgoing,
+    request: &crate::h2::H2Request,
+    pool: &crate::h2::H2Pool,
+    report: &mut Report,
+    started: Instant,
+) -> Result<Success<http::Response<hyper::body::Incoming>>, ProxyError> {
+    let attempter = crate::h2::H2Attempt { pool, request };
+    forward_with(cx, service, out, report, started, &attempter).await
+}
+
+async fn forward_with<A: Attempter>(
+    cx: &Context<'_>,
+    service: &ServiceRuntime,
+    out: &Outgoing,
+    report: &mut Report,
+    started: Instant,
+    attempter: &A,
+) -> Result<Success<A::Response>, ProxyError> {
     let timeouts = Timeouts {
         connect: service.connect_timeout,
         write: service.write_timeout,
@@ -779,11 +882,12 @@ pub async fn forward(
         attempts += 1;
 
         let next = match hedge_after {
-            None => lp.settle(run_one(cx.pool, out, chosen, tls, timeouts, false).await),
+            None => lp.settle(run_one(attempter, out, chosen, tls, timeouts, false).await),
             // Boxed: two racing attempts are twice the state of one, and only routes
             // that ask for hedging pay for it (see `hedged`).
             Some(delay) => {
                 let race = hedged(
+                    attempter,
                     &mut lp,
                     &mut source,
                     out,
@@ -822,8 +926,8 @@ pub async fn forward(
                 // A response is final unless the route opted into retrying its status
                 // (`sluice:retry-on`); if that retry is refused, the response stands.
                 let code = match &result {
-                    Ok(success) if out.retry_on_status.contains(&success.response.head.status) => {
-                        success.response.head.status
+                    Ok(success) if out.retry_on_status.contains(&success.response.status()) => {
+                        success.response.status()
                     }
                     _ => return result,
                 };
@@ -861,7 +965,8 @@ pub async fn forward(
 /// flight) would otherwise be part of every request's future, hedged or not, and be
 /// copied with it.
 #[allow(clippy::too_many_arguments)]
-async fn hedged(
+async fn hedged<A: Attempter>(
+    attempter: &A,
     lp: &mut Loop<'_, '_>,
     source: &mut Source<'_>,
     out: &Outgoing,
@@ -871,12 +976,11 @@ async fn hedged(
     tls: Option<&Arc<UpstreamTls>>,
     timeouts: Timeouts,
     delay: Duration,
-) -> Next {
+) -> Next<A::Response> {
     let cx = lp.cx;
-    let pool = cx.pool;
     let first_id = Identity::of(&chosen);
     let first_started = Instant::now();
-    let first = run_one(pool, out, chosen, tls, timeouts, false);
+    let first = run_one(attempter, out, chosen, tls, timeouts, false);
     tokio::pin!(first);
     let early = tokio::select! {
         settled = &mut first => Some(settled),
@@ -896,7 +1000,7 @@ async fn hedged(
             lp.report.hedged = true;
             let hedge_id = Identity::of(&hedge_chosen);
             let hedge_started = Instant::now();
-            let second = run_one(pool, out, hedge_chosen, tls, timeouts, true);
+            let second = run_one(attempter, out, hedge_chosen, tls, timeouts, true);
             tokio::pin!(second);
             tokio::select! {
                 settled = &mut first => {
@@ -929,16 +1033,16 @@ impl Identity {
 
 /// One racer of a hedged pair settled: if it produced the answer, the other is dropped
 /// (cancelled); if it failed, wait for the other.
-async fn finish_race<F>(
+async fn finish_race<F, R: Answer>(
     lp: &mut Loop<'_, '_>,
-    settled: Settled,
+    settled: Settled<R>,
     other: std::pin::Pin<&mut F>,
     other_id: Identity,
     other_started: Instant,
     other_is_hedge: bool,
-) -> Next
+) -> Next<R>
 where
-    F: std::future::Future<Output = Settled>,
+    F: std::future::Future<Output = Settled<R>>,
 {
     match lp.settle(settled) {
         Next::Done(result) => {

@@ -200,6 +200,7 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             core: core.clone(),
             pool: Pool::new(),
+            h2: crate::h2::H2Pool::new(),
             limits: Limits {
                 max_request_body: options.max_request_body.unwrap_or(u64::MAX),
             },
@@ -268,6 +269,17 @@ impl Gateway {
     /// Every listener's bound address.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// HTTP/2 upstream connections opened so far for gRPC services (one per address
+    /// while it stays up: calls are multiplexed on it).
+    pub fn h2_connects(&self) -> u64 {
+        self.shared.h2.connects()
+    }
+
+    /// HTTP/2 upstream connections of gRPC services currently open.
+    pub fn h2_open(&self) -> u64 {
+        self.shared.h2.open()
     }
 
     /// Every TLS listener's bound address.

@@ -6,7 +6,8 @@
 //! decision core (`sluice-core`), retrying on another address when Kong's rules and the
 //! retry budget allow. The [`driver`] owns the core's `Controller`, runs active
 //! [`probe`]s and [`dns`] lookups, and publishes snapshots the hot path reads without
-//! locks; upgraded connections (WebSocket) become a [`tunnel`].
+//! locks; upgraded connections (WebSocket) become a [`tunnel`]. Kong's `grpc`/`grpcs`
+//! services go to their upstreams over HTTP/2 ([`h2`]).
 //! [`gateway::Gateway`] is the handle the binary and the Admin API use.
 
 pub mod access_log;
@@ -18,6 +19,7 @@ pub mod fasthash;
 pub mod fastlane;
 pub mod forward;
 pub mod gateway;
+pub mod h2;
 pub mod head;
 pub mod headers;
 pub mod ids;

@@ -4,6 +4,15 @@
 //! that generation to the end. Every response, relayed or gateway-made, carries the
 //! request id, and every request produces exactly one [`RequestRecord`] when its
 //! response body ends (metrics hook and access log).
+//!
+//! gRPC ([`crate::h2`]): a request for a `grpc`/`grpcs` service goes to the upstream
+//! over HTTP/2 with its body streamed (never buffered: a streaming call's client may
+//! wait for replies before it sends more) and the upstream's trailers relayed. Kong's
+//! runloop checks apply to routes with `grpc`/`grpcs` protocols (426 over HTTP/1.x,
+//! 415 without an `application/grpc` content type, `grpc-status: 1` for a plain call
+//! to a `grpcs`-only route), and every answer the gateway makes to a gRPC request
+//! (HTTP/2 with an `application/grpc*` content type) carries Kong's `grpc-status` and
+//! `grpc-message` headers over an empty body, as Kong's PDK sends them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +32,7 @@ use tokio::time::Instant;
 use crate::access_log::AccessLog;
 use crate::body::{self, ClientBody, Finish, ReadBody, ReadBodyError, UpstreamBody};
 use crate::driver::Core;
-use crate::error::{ErrorKind, error_body, error_content_type};
+use crate::error::{ErrorKind, error_body, error_content_type, grpc_status_for};
 use crate::forward::{self, Context, InFlight, Outgoing, OutgoingBody, Report};
 use crate::headers::{
     self, ClientFacts, HeaderView, PROXY_LATENCY, REQUEST_ID, RESPONSE_LATENCY, UPSTREAM_LATENCY,
@@ -59,6 +68,8 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub core: Arc<Core>,
     pub pool: Arc<Pool>,
+    /// HTTP/2 connections of gRPC services.
+    pub h2: Arc<crate::h2::H2Pool>,
     pub limits: Limits,
     pub access_log: Option<AccessLog>,
     pub stats: Stats,
@@ -195,16 +206,23 @@ fn millis_header(d: Duration) -> HeaderValue {
     HeaderValue::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A gateway-made response (error or redirect) with the request id and latency.
+/// A gateway-made response (error or redirect) with the request id and latency. For a
+/// gRPC request (`grpc`) the body is empty and the error goes in Kong's `grpc-status`
+/// and `grpc-message` headers.
 fn gateway_response(
     shared: &Arc<Shared>,
     kind: ErrorKind,
     request_id: &HeaderValue,
     started: Instant,
     mut record: RequestRecord,
+    grpc: bool,
 ) -> Response<ClientBody> {
     let id = request_id.to_str().unwrap_or("");
-    let body = error_body(kind, id);
+    let body = if grpc {
+        Bytes::new()
+    } else {
+        error_body(kind, id)
+    };
     record.status = kind.status().as_u16();
     record.source = ResponseSource::Gateway;
     record.error = Some(kind);
@@ -217,7 +235,27 @@ fn gateway_response(
     let mut response = Response::new(ClientBody::full(body, Some(completion)));
     *response.status_mut() = kind.status();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, error_content_type());
+    if grpc {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            GRPC_STATUS.clone(),
+            HeaderValue::from(u16::from(grpc_status_for(kind.status()))),
+        );
+        headers.insert(
+            GRPC_MESSAGE.clone(),
+            HeaderValue::from_static(kind.message()),
+        );
+    } else {
+        headers.insert(header::CONTENT_TYPE, error_content_type());
+    }
+    if kind == ErrorKind::Http2Required {
+        // Kong's 426 names the protocol to upgrade to.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
+    }
     headers.insert(REQUEST_ID.clone(), request_id.clone());
     headers.insert(RESPONSE_LATENCY.clone(), millis_header(started.elapsed()));
     headers.insert(header::SERVER, HeaderValue::from_static("sluice"));
@@ -388,6 +426,9 @@ pub async fn handle(
     let upgrade = tunnel::requested_protocol(&request)
         .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
     let (parts, incoming) = request.into_parts();
+    let grpc_content = has_grpc_content_type(&parts.headers);
+    // Kong's `is_grpc_request`: what gets its errors as gRPC statuses.
+    let grpc_request = grpc_content && parts.version == Version::HTTP_2;
     // The client address: the peer, or from a trusted proxy the address it names
     // (Kong's realip settings).
     let client_ip = if conn.headers.trusted {
@@ -419,6 +460,7 @@ pub async fn handle(
             &request_id,
             started,
             record,
+            grpc_request,
         ));
     };
     let info = matched.info.clone();
@@ -437,6 +479,29 @@ pub async fn handle(
             record,
         ));
     }
+    // Kong's runloop checks for routes that take gRPC, in its order.
+    if let Some(grpc) = info.grpc {
+        let refused = if !grpc_content {
+            Some(ErrorKind::NonGrpcRequest)
+        } else if parts.version != Version::HTTP_2 {
+            Some(ErrorKind::Http2Required)
+        } else {
+            None
+        };
+        if let Some(kind) = refused {
+            return Ok(gateway_response(
+                &shared,
+                kind,
+                &request_id,
+                started,
+                record,
+                grpc_request,
+            ));
+        }
+        if !grpc.plain && conn.tls.is_none() {
+            return Ok(grpcs_only_answer(&shared, &request_id, started, record));
+        }
+    }
     let Some(service) = info
         .service
         .as_ref()
@@ -448,8 +513,20 @@ pub async fn handle(
             &request_id,
             started,
             record,
+            grpc_request,
         ));
     };
+    // A gRPC service speaks HTTP/2 only, and Sluice does not bridge HTTP/1.x to it.
+    if service.grpc && parts.version != Version::HTTP_2 {
+        return Ok(gateway_response(
+            &shared,
+            ErrorKind::Http2Required,
+            &request_id,
+            started,
+            record,
+            grpc_request,
+        ));
+    }
     let upstream_rt = match &service.target {
         ServiceTarget::Upstream(up) => {
             record.upstream = Some(up.slot.name.clone());
@@ -479,6 +556,7 @@ pub async fn handle(
             &request_id,
             started,
             record,
+            grpc_request,
         ));
     };
     let sticky = upstream_rt
@@ -502,6 +580,24 @@ pub async fn handle(
     let preserve_host = info.preserve_host;
     drop(matched);
 
+    if service.grpc {
+        let call = GrpcCall {
+            conn: &conn,
+            service,
+            uri,
+            client_ip,
+            hash_key: hash,
+            preserve_host,
+            retry_on_status,
+            request_id,
+            grpc_request,
+        };
+        return Ok(Box::pin(forward_grpc(
+            &shared, call, parts, incoming, started, record,
+        ))
+        .await);
+    }
+
     // Body: reject by Content-Length early, then buffer up to the replay limit.
     let declared_len = parts
         .headers
@@ -515,6 +611,7 @@ pub async fn handle(
             &request_id,
             started,
             record,
+            grpc_request,
         ));
     }
     let body = match body::read_request_body(incoming, shared.limits.max_request_body).await {
@@ -542,6 +639,7 @@ pub async fn handle(
                 &request_id,
                 started,
                 record,
+                grpc_request,
             ));
         }
         Err(ReadBodyError::TimedOut | ReadBodyError::Aborted) => {
@@ -551,6 +649,7 @@ pub async fn handle(
                 &request_id,
                 started,
                 record,
+                grpc_request,
             ));
         }
     };
@@ -624,6 +723,7 @@ pub async fn handle(
             &request_id,
             started,
             record,
+            grpc_request,
         )),
         Ok(mut success) => {
             let status = success.response.head.status;
@@ -635,6 +735,7 @@ pub async fn handle(
                     &request_id,
                     started,
                     record,
+                    grpc_request,
                 ));
             };
             if switching {
@@ -647,6 +748,7 @@ pub async fn handle(
                         &request_id,
                         started,
                         record,
+                        grpc_request,
                     ));
                 };
                 if let Some(lease) = success.response.body.take_lease() {
@@ -709,6 +811,229 @@ pub async fn handle(
             Ok(response)
         }
     }
+}
+
+/// gRPC's response headers for errors (Kong's PDK names).
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// The request says it is gRPC: `Content-Type` starts with `application/grpc` (Kong's
+/// prefix test, so `application/grpc+proto` and `application/grpc-web` count).
+fn has_grpc_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Kong's answer to a gRPC call over a plain connection on a route that takes only
+/// `grpcs`: HTTP 200 with `grpc-status: 1` and a message saying so.
+fn grpcs_only_answer(
+    shared: &Arc<Shared>,
+    request_id: &HeaderValue,
+    started: Instant,
+    mut record: RequestRecord,
+) -> Response<ClientBody> {
+    record.status = 200;
+    record.source = ResponseSource::Gateway;
+    let completion = Box::new(Completion::new(shared.clone(), record, started, None));
+    let mut response = Response::new(ClientBody::full(Bytes::new(), Some(completion)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(GRPC_STATUS.clone(), HeaderValue::from_static("1"));
+    headers.insert(
+        GRPC_MESSAGE.clone(),
+        HeaderValue::from_static("gRPC request matched gRPCs route"),
+    );
+    headers.insert(REQUEST_ID.clone(), request_id.clone());
+    response
+}
+
+/// What [`forward_grpc`] needs of the routed request.
+struct GrpcCall<'a> {
+    conn: &'a ConnInfo,
+    service: &'a ServiceRuntime,
+    /// The upstream path and query (after `strip_path`/`path_handling`).
+    uri: Uri,
+    client_ip: std::net::IpAddr,
+    hash_key: Option<u64>,
+    preserve_host: bool,
+    retry_on_status: Arc<[u16]>,
+    request_id: HeaderValue,
+    grpc_request: bool,
+}
+
+/// Forward a request for a gRPC service over HTTP/2 and relay the answer, trailers
+/// included. Boxed by the caller: only gRPC requests carry its state.
+async fn forward_grpc(
+    shared: &Arc<Shared>,
+    call: GrpcCall<'_>,
+    parts: http::request::Parts,
+    incoming: Incoming,
+    started: Instant,
+    mut record: RequestRecord,
+) -> Response<ClientBody> {
+    let GrpcCall {
+        conn,
+        service,
+        uri,
+        client_ip,
+        hash_key,
+        preserve_host,
+        retry_on_status,
+        request_id,
+        grpc_request,
+    } = call;
+    let declared_len = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|len| len > shared.limits.max_request_body) {
+        return gateway_response(
+            shared,
+            ErrorKind::PayloadTooLarge,
+            &request_id,
+            started,
+            record,
+            grpc_request,
+        );
+    }
+    // Streamed from the first byte: the client of a streaming call may wait for replies
+    // before it sends more, so nothing is buffered ahead of the upstream. The body stays
+    // with the request until an attempt has a connection, so a connect failure can
+    // still go to the next address.
+    record.bytes_in = declared_len.unwrap_or(0);
+    let body = if http_body::Body::is_end_stream(&incoming) {
+        OutgoingBody::Replayable(Bytes::new())
+    } else {
+        OutgoingBody::Streaming(std::sync::Mutex::new(Some(UpstreamBody::Streaming {
+            head: None,
+            rest: incoming,
+            remaining_limit: shared.limits.max_request_body,
+            progress: None,
+        })))
+    };
+    let preserved_host = if preserve_host {
+        parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        })
+    } else {
+        None
+    };
+    // gRPC requires `te: trailers` end to end (it says the client accepts trailers); it
+    // is hop-by-hop, so it is put back after the rewriting strips it.
+    let te_trailers = parts
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let mut headers = parts.headers;
+    let host_header = headers.get(header::HOST).cloned();
+    let forwarded_host = headers::host_without_port(
+        host_header
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.host())
+            .unwrap_or(""),
+    );
+    let real_client = (client_ip != conn.remote.ip()).then(|| headers::ip_header(client_ip));
+    headers::prepare_upstream_request(
+        &mut headers,
+        &ClientFacts {
+            connection: &conn.headers,
+            real_client: real_client.as_ref(),
+            host: forwarded_host,
+            host_header: host_header.as_ref(),
+            path: parts.uri.path(),
+            request_id: request_id.as_bytes(),
+        },
+    );
+    headers.remove(header::HOST);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let request = crate::h2::H2Request {
+        scheme: if service.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        },
+        path_and_query: uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        headers,
+    };
+    let outgoing = Outgoing {
+        method: parts.method,
+        head: Vec::new(),
+        line_len: 0,
+        chunked: false,
+        preserved_host,
+        body,
+        hash_key,
+        // Hedging needs a replayable body; gRPC bodies stream.
+        hedge_after: None,
+        retry_on_status,
+    };
+    let cx = Context {
+        pool: &shared.pool,
+        dns: &shared.core.dns,
+        core: &shared.core,
+        clock: &shared.core.clock,
+    };
+    let mut report = Report::default();
+    let result = forward::forward_h2(
+        &cx,
+        service,
+        &outgoing,
+        &request,
+        &shared.h2,
+        &mut report,
+        started,
+    )
+    .await;
+    apply_report(&mut record, report);
+    let success = match result {
+        Ok(success) => success,
+        Err(err) => {
+            tracing::debug!(
+                request_id = request_id.to_str().unwrap_or(""),
+                kind = err.kind.as_str(),
+                side = ?err.side,
+                retry_safe = err.retry_safe,
+                "gRPC request failed"
+            );
+            return gateway_response(shared, err.kind, &request_id, started, record, grpc_request);
+        }
+    };
+    let (head, body) = success.response.into_parts();
+    let mut response_headers = head.headers;
+    headers::prepare_client_response(&mut response_headers);
+    let upstream_latency = success.upstream_latency;
+    let proxy_latency = started.elapsed().saturating_sub(upstream_latency);
+    response_headers.insert(UPSTREAM_LATENCY.clone(), millis_header(upstream_latency));
+    response_headers.insert(PROXY_LATENCY.clone(), millis_header(proxy_latency));
+    response_headers.insert(REQUEST_ID.clone(), request_id);
+    record.status = head.status.as_u16();
+    record.source = ResponseSource::Upstream;
+    record.upstream_latency = Some(upstream_latency);
+    let completion = Box::new(Completion::new(
+        shared.clone(),
+        record,
+        started,
+        success.in_flight,
+    ));
+    let mut response = Response::new(ClientBody::h2(body, service.read_timeout, Some(completion)));
+    *response.status_mut() = head.status;
+    *response.headers_mut() = response_headers;
+    response
 }
 
 /// The matched route and its service, as the record (metrics labels) names them.
@@ -815,12 +1140,16 @@ fn https_redirect(
 ) -> Response<ClientBody> {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::UPGRADE_REQUIRED);
     if !status.is_redirection() {
+        // JSON even for a gRPC request: a gRPC client on an https-only route is a
+        // configuration mistake this answer names plainly (Kong would put the same
+        // message in `grpc-message`).
         return gateway_response(
             shared,
             ErrorKind::HttpsRequired,
             request_id,
             started,
             record,
+            false,
         );
     }
     let host = host.rsplit_once(':').map_or(host, |(h, _)| h);

@@ -12,7 +12,9 @@
 //!   candidate and one that takes only `https` answers with its
 //!   `https_redirect_status_code`; on the TLS listener only routes whose protocols
 //!   include `https` (or `grpcs`/`wss`) are (Kong 3.x adds `net.protocol == ...` to every
-//!   route but an `https`-only one).
+//!   route but an `https`-only one). A route whose TLS protocol is only `grpcs` is
+//!   matched on the plain listener without a redirect: Kong's runloop answers a gRPC
+//!   request there with `grpc-status: 1` (the caller does, from [`RouteInfo::grpc`]).
 //! - `snis`: on the TLS listener the client's server name must match one of them
 //!   (exact, or a wildcard as certificate SNIs match); on the plain listener they are not
 //!   considered (Kong: `net.protocol != "https" || tls.sni == ...`).
@@ -98,6 +100,16 @@ pub struct RouteInfo {
     pub hedge_after: Option<std::time::Duration>,
     /// Statuses retried for idempotent requests (`sluice:retry-on`).
     pub retry_on_status: Arc<[u16]>,
+    /// The route's protocols include `grpc` or `grpcs`: Kong's gRPC checks apply (HTTP/2
+    /// and an `application/grpc` content type required).
+    pub grpc: Option<GrpcRoute>,
+}
+
+/// Which gRPC protocols a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcRoute {
+    /// `grpc` is among the protocols: gRPC over plain connections (h2c) is served.
+    pub plain: bool,
 }
 
 #[derive(Debug)]
@@ -444,7 +456,14 @@ fn http_disposition(route: &Route) -> Option<Option<u16>> {
         .protocols
         .iter()
         .any(|p| matches!(p, Protocol::Https | Protocol::Wss | Protocol::Grpcs));
-    if plain || route.protocols.is_empty() {
+    // `grpcs` without `https`/`wss`: Kong's https redirect does not apply; its gRPC
+    // check answers plain gRPC requests instead.
+    let grpcs_only_tls = !route
+        .protocols
+        .iter()
+        .any(|p| matches!(p, Protocol::Https | Protocol::Wss))
+        && route.protocols.contains(&Protocol::Grpcs);
+    if plain || route.protocols.is_empty() || grpcs_only_tls {
         Some(None)
     } else if tls {
         Some(Some(route.https_redirect_status_code))
@@ -607,6 +626,13 @@ impl Router {
                     https_redirect,
                     hedge_after: route.extensions.hedge_after,
                     retry_on_status: Arc::from(route.extensions.retry_on_status.as_slice()),
+                    grpc: route
+                        .protocols
+                        .iter()
+                        .any(|p| matches!(p, Protocol::Grpc | Protocol::Grpcs))
+                        .then(|| GrpcRoute {
+                            plain: route.protocols.contains(&Protocol::Grpc),
+                        }),
                 }),
                 methods,
                 hosts,

@@ -13,7 +13,10 @@
 //! The TLS listener's certificates ([`CertStore`]) are compiled here too, so a reload
 //! swaps routes and certificates together.
 //!
-//! An `https` service gets an [`UpstreamTls`] here (its `tls_verify`, `tls_verify_depth`,
+//! A `grpc`/`grpcs` service is marked [`ServiceRuntime::grpc`]: its requests take the
+//! HTTP/2 upstream path ([`crate::h2`]) instead of the HTTP/1.1 client.
+//!
+//! An `https` (or `grpcs`) service gets an [`UpstreamTls`] here (its `tls_verify`, `tls_verify_depth`,
 //! `ca_certificates` and client certificate, the upstream's `client_certificate` when the
 //! service names none, as Kong's `fallback_upstream_client_cert` does), and its `Host`
 //! values follow the https default port (443 is not written).
@@ -60,6 +63,10 @@ pub struct SlotTls {
     pub host_header: Option<Arc<str>>,
     /// `upstreams[].client_certificate`, presented by active `https` probes.
     pub client_certificate: Option<Arc<ClientIdentity>>,
+    /// Only gRPC services use the upstream: warm standby opens nothing for it (its
+    /// connections are HTTP/2 ones, opened by the first call; a plain TCP connection
+    /// held open to an h2 or TLS port would only be noise to the backend).
+    pub grpc_only: bool,
 }
 
 #[derive(Debug)]
@@ -238,7 +245,7 @@ pub enum ServiceTarget {
         port: u16,
         host_header: Option<HeaderValue>,
     },
-    /// A protocol this data plane does not forward (grpc, tcp...).
+    /// A protocol this data plane does not forward (tcp, tls, udp...).
     Unsupported(Protocol),
 }
 
@@ -252,8 +259,11 @@ pub struct ServiceRuntime {
     pub write_timeout: Duration,
     pub read_timeout: Duration,
     pub target: ServiceTarget,
-    /// TLS settings of an `https` service (`None`: plain HTTP).
+    /// TLS settings of an `https` or `grpcs` service (`None`: plain HTTP).
     pub tls: Option<Arc<UpstreamTls>>,
+    /// A `grpc`/`grpcs` service: forwarded over HTTP/2 (h2c with prior knowledge, or
+    /// TLS with ALPN `h2`), never with the HTTP/1.1 client.
+    pub grpc: bool,
 }
 
 /// One compiled configuration generation.
@@ -367,11 +377,27 @@ impl Runtime {
         }
         let mut kinds: Vec<Vec<Option<Arc<UpstreamTls>>>> =
             vec![Vec::new(); config.upstreams.len()];
+        // Per upstream: (used by a gRPC service, used by another service).
+        let mut users: Vec<(bool, bool)> = vec![(false, false); config.upstreams.len()];
         let mut services = Vec::with_capacity(config.services.len());
         for (index, service) in config.services.iter().enumerate() {
-            let tls = (service.protocol == Protocol::Https)
+            let tls = matches!(service.protocol, Protocol::Https | Protocol::Grpcs)
                 .then(|| service_tls(&config, service, &identities));
-            if let Some(list) = service.upstream.and_then(|u| kinds.get_mut(u)) {
+            let grpc = matches!(service.protocol, Protocol::Grpc | Protocol::Grpcs);
+            if let Some(used) = service.upstream.and_then(|u| users.get_mut(u)) {
+                if grpc {
+                    used.0 = true;
+                } else {
+                    used.1 = true;
+                }
+            }
+            // gRPC services keep their own HTTP/2 connections; warm standby and probes
+            // dial the HTTP/1.1 way, so they are not told about them.
+            if let Some(list) = service
+                .upstream
+                .filter(|_| !grpc)
+                .and_then(|u| kinds.get_mut(u))
+            {
                 let same = |k: &Option<Arc<UpstreamTls>>| match (k, &tls) {
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                     (None, None) => true,
@@ -383,7 +409,14 @@ impl Runtime {
             }
             let https = tls.is_some();
             let target = match (service.protocol, service.upstream) {
-                (Protocol::Http | Protocol::Https | Protocol::Ws, Some(upstream)) => {
+                (
+                    Protocol::Http
+                    | Protocol::Https
+                    | Protocol::Ws
+                    | Protocol::Grpc
+                    | Protocol::Grpcs,
+                    Some(upstream),
+                ) => {
                     let Some(up) = upstreams.get(upstream) else {
                         return Err(BuildError::DanglingUpstream {
                             index,
@@ -393,7 +426,14 @@ impl Runtime {
                     };
                     ServiceTarget::Upstream(up.clone())
                 }
-                (Protocol::Http | Protocol::Https | Protocol::Ws, None) => {
+                (
+                    Protocol::Http
+                    | Protocol::Https
+                    | Protocol::Ws
+                    | Protocol::Grpc
+                    | Protocol::Grpcs,
+                    None,
+                ) => {
                     let host_header = if https {
                         https_host_header(&service.host, service.port)
                     } else {
@@ -430,12 +470,14 @@ impl Runtime {
                 read_timeout: service.read_timeout,
                 target,
                 tls,
+                grpc,
             });
         }
-        for (index, ((up, spec), kinds)) in upstreams
+        for (index, (((up, spec), kinds), (grpc_users, other_users))) in upstreams
             .iter()
             .zip(&config.upstreams)
             .zip(kinds)
+            .zip(users)
             .enumerate()
         {
             let client = config
@@ -447,6 +489,7 @@ impl Runtime {
                 kinds,
                 host_header: spec.host_header.as_deref().map(Arc::from),
                 client_certificate: client.and_then(|i| identities.get(i).cloned()),
+                grpc_only: grpc_users && !other_users,
             }));
         }
         let certs = CertStore::build(&config);
@@ -499,6 +542,41 @@ mod tests {
         );
         slots.publish(snapshot_of(&spec.name, 8));
         assert_eq!(slot.snapshot.load().version, 8);
+    }
+
+    #[test]
+    fn grpc_services_take_the_h2_path_and_grpc_only_upstreams_are_not_warmed() {
+        let yaml = r#"
+_format_version: "3.0"
+services:
+  - { name: g, protocol: grpc, host: only-grpc, routes: [{ name: g, protocols: [grpc], paths: [/g.S/] }] }
+  - { name: s, protocol: grpcs, host: mixed, routes: [{ name: s, protocols: [grpcs], paths: [/s.S/] }] }
+  - { name: h, protocol: http, host: mixed, routes: [{ name: h, paths: [/h] }] }
+upstreams:
+  - { name: only-grpc, targets: [{ target: "127.0.0.1:50051" }] }
+  - { name: mixed, targets: [{ target: "127.0.0.1:8080" }] }
+"#;
+        let config = match sluice_config::parse(yaml, "t.yml") {
+            Ok(loaded) => Arc::new(loaded.config),
+            Err(d) => panic!("{d}"),
+        };
+        let slots = Slots::default();
+        let runtime = Runtime::build(config, 1, &slots).expect("builds");
+        let flags: Vec<(bool, bool)> = runtime
+            .services
+            .iter()
+            .map(|s| (s.grpc, s.tls.is_some()))
+            .collect();
+        assert_eq!(flags, vec![(true, false), (true, true), (false, false)]);
+        let grpc_only: Vec<(String, bool)> = slots
+            .snapshots_with_tls()
+            .iter()
+            .map(|(snap, tls)| (snap.name.to_string(), tls.grpc_only))
+            .collect();
+        assert_eq!(
+            grpc_only,
+            vec![("mixed".to_owned(), false), ("only-grpc".to_owned(), true)]
+        );
     }
 
     #[test]

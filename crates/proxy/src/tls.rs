@@ -26,7 +26,9 @@
 //!   *replace* the system store for that service, as Kong's trusted store does.
 //! - **No ALPN for probes** (they speak HTTP/1.0, as Kong's raw-socket prober does);
 //!   **ALPN `http/1.1` for traffic**, so a backend that also speaks h2 keeps to the
-//!   protocol the pool's connections speak.
+//!   protocol the pool's connections speak; **ALPN `h2` for `grpcs` services**
+//!   ([`UpstreamTls::connector_h2`], the same settings in a second configuration), as
+//!   nginx's `grpc_pass` offers, since gRPC exists only over HTTP/2.
 //! - **`tls_verify_depth`** is OpenSSL's: the number of intermediate certificates allowed
 //!   between the peer's certificate and the trust anchor (nginx's default is 1).
 
@@ -240,7 +242,7 @@ impl ClientIdentity {
                 } else {
                     Verifier::AcceptAny
                 };
-                build_config(&verifier, Some(self), false)
+                build_config(&verifier, Some(self), Alpn::None)
             })
             .await?
             .clone();
@@ -286,6 +288,8 @@ pub struct UpstreamTls {
     /// made with different settings never mix.
     id: u64,
     config: tokio::sync::OnceCell<Arc<ClientConfig>>,
+    /// The same settings offering ALPN `h2` (grpcs services), built on first use.
+    config_h2: tokio::sync::OnceCell<Arc<ClientConfig>>,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -326,6 +330,7 @@ impl UpstreamTls {
             settings,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config: tokio::sync::OnceCell::new(),
+            config_h2: tokio::sync::OnceCell::new(),
         });
         list.push(Arc::downgrade(&tls));
         tls
@@ -336,30 +341,12 @@ impl UpstreamTls {
         self.id
     }
 
-    /// A connector presenting `server_name` (SNI for a DNS name, none for an IP).
+    /// A connector presenting `server_name` (SNI for a DNS name, none for an IP),
+    /// offering ALPN `http/1.1`.
     pub async fn connector(&self, server_name: ServerName<'static>) -> Result<Connector, TlsError> {
         let config = self
             .config
-            .get_or_try_init(|| async {
-                let verifier = if !self.settings.verify {
-                    Verifier::AcceptAny
-                } else if self.settings.ca_certificates.is_empty() {
-                    Verifier::Roots {
-                        roots: system_roots().await?,
-                        depth: Some(usize::from(self.settings.verify_depth)),
-                    }
-                } else {
-                    let mut roots = RootCertStore::empty();
-                    for ca in &self.settings.ca_certificates {
-                        roots.add(ca.clone())?;
-                    }
-                    Verifier::Roots {
-                        roots: Arc::new(roots),
-                        depth: Some(usize::from(self.settings.verify_depth)),
-                    }
-                };
-                build_config(&verifier, self.settings.client.as_deref(), true)
-            })
+            .get_or_try_init(|| self.build(Alpn::Http11))
             .await?
             .clone();
         Ok(Connector {
@@ -367,6 +354,52 @@ impl UpstreamTls {
             server_name,
         })
     }
+
+    /// As [`UpstreamTls::connector`], offering ALPN `h2` (HTTP/2 to `grpcs` services).
+    pub async fn connector_h2(
+        &self,
+        server_name: ServerName<'static>,
+    ) -> Result<Connector, TlsError> {
+        let config = self
+            .config_h2
+            .get_or_try_init(|| self.build(Alpn::H2))
+            .await?
+            .clone();
+        Ok(Connector {
+            inner: TlsConnector::from(config),
+            server_name,
+        })
+    }
+
+    async fn build(&self, alpn: Alpn) -> Result<Arc<ClientConfig>, TlsError> {
+        let verifier = if !self.settings.verify {
+            Verifier::AcceptAny
+        } else if self.settings.ca_certificates.is_empty() {
+            Verifier::Roots {
+                roots: system_roots().await?,
+                depth: Some(usize::from(self.settings.verify_depth)),
+            }
+        } else {
+            let mut roots = RootCertStore::empty();
+            for ca in &self.settings.ca_certificates {
+                roots.add(ca.clone())?;
+            }
+            Verifier::Roots {
+                roots: Arc::new(roots),
+                depth: Some(usize::from(self.settings.verify_depth)),
+            }
+        };
+        build_config(&verifier, self.settings.client.as_deref(), alpn)
+    }
+}
+
+/// The application protocol a client configuration offers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Alpn {
+    /// Probes: no ALPN extension at all.
+    None,
+    Http11,
+    H2,
 }
 
 fn settings_hash(settings: &TlsSettings) -> u64 {
@@ -384,12 +417,12 @@ fn settings_hash(settings: &TlsSettings) -> u64 {
     hasher.finish()
 }
 
-/// A client configuration: `verifier`, an optional client certificate, and ALPN
-/// `http/1.1` when it carries proxied traffic.
+/// A client configuration: `verifier`, an optional client certificate, and the ALPN
+/// protocol of the traffic it carries.
 fn build_config(
     verifier: &Verifier,
     client: Option<&ClientIdentity>,
-    alpn_http11: bool,
+    alpn: Alpn,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -423,8 +456,10 @@ fn build_config(
         }
         None => builder.with_no_client_auth(),
     };
-    if alpn_http11 {
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    match alpn {
+        Alpn::None => {}
+        Alpn::Http11 => config.alpn_protocols = vec![b"http/1.1".to_vec()],
+        Alpn::H2 => config.alpn_protocols = vec![b"h2".to_vec()],
     }
     Ok(Arc::new(config))
 }

@@ -13,6 +13,9 @@
 //! upstream's `host_header`, else the target's hostname), so the first request after a
 //! failover skips the handshake as well. (A route with `preserve_host` presents the
 //! client's `Host`, which no warming can guess; its first request pays the handshake.)
+//!
+//! An upstream that only gRPC services use is not warmed: its calls need HTTP/2
+//! connections, which the first call opens.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +57,9 @@ pub async fn run(core: Arc<Core>, pool: Arc<Pool>, mut stop: watch::Receiver<boo
 async fn round(core: &Core, pool: &Pool) {
     let mut opened = 0;
     for (snapshot, tls) in core.slots.snapshots_with_tls() {
+        if tls.grpc_only {
+            continue;
+        }
         // No service uses the upstream: keep today's plain warm connection.
         let kinds: &[_] = if tls.kinds.is_empty() {
             &[None]

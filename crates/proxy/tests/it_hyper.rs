@@ -13,6 +13,8 @@ mod support;
 mod dns;
 #[path = "it/errors.rs"]
 mod errors;
+#[path = "it/grpc.rs"]
+mod grpc;
 #[path = "it/health.rs"]
 mod health;
 #[path = "it/probes_keepalive.rs"]

@@ -14,8 +14,9 @@
 //! - Any plugin other than `prometheus` is an error, because silently skipping e.g.
 //!   `rate-limiting` or `key-auth` would open what the user closed. A *disabled*
 //!   (`enabled: false`) unknown plugin is only a warning: it has no effect in Kong either.
-//! - Protocols other than http/https (tcp, tls, udp, grpc, ws) are rejected: Sluice's
-//!   data plane is HTTP/1.1 and HTTP/2 only.
+//! - Protocols other than http, https, grpc and grpcs (tcp, tls, udp, ws) are rejected:
+//!   Sluice's data plane is HTTP/1.1 and HTTP/2 only. gRPC services may not have a
+//!   `path`, and routes that serve only gRPC do not strip theirs (Kong's entity checks).
 //!
 //! Submodules hold the checks of each entity; this module holds the orchestration, Kong's
 //! defaults, id derivation, reference resolution and the small typed checks they share.

@@ -135,7 +135,10 @@ pub(super) fn route(
     let set = |o: &Option<Sp<Vec<Sp<String>>>>| o.as_ref().is_some_and(|l| !l.value.is_empty());
     let has_headers = raw.headers.as_ref().is_some_and(|h| !h.value.is_empty());
     let any_matcher = set(&raw.methods) || set(&raw.hosts) || set(&raw.paths) || has_headers;
-    let https_only = !protocols.is_empty() && protocols.iter().all(|p| *p == Protocol::Https);
+    let https_only = !protocols.is_empty()
+        && protocols
+            .iter()
+            .all(|p| matches!(p, Protocol::Https | Protocol::Grpcs));
     if !(any_matcher || (https_only && set(&raw.snis))) {
         sink.entity_error(
             &raw.path,
@@ -144,6 +147,25 @@ pub(super) fn route(
             Some("e.g. paths: [/products]".into()),
         );
     }
+    // Kong: a gRPC method is the whole path, so a route that serves only gRPC does not
+    // strip it (the default turns false) and may not be told to.
+    let grpc_only = !protocols.is_empty()
+        && protocols
+            .iter()
+            .all(|p| matches!(p, Protocol::Grpc | Protocol::Grpcs));
+    let strip_path = match &raw.strip_path {
+        Some(v) if grpc_only && v.value => {
+            sink.error_hint(
+                &v.path,
+                v.pos,
+                "'strip_path' cannot be set when 'protocols' is 'grpc' or 'grpcs'",
+                "remove strip_path, or set it to false",
+            );
+            false
+        }
+        Some(v) => v.value,
+        None => !grpc_only,
+    };
     let path_handling = one_of(sink, &raw.path_handling, &["v0", "v1"], "v0").to_owned();
     let redirect = match &raw.https_redirect_status_code {
         Some(code) if [426, 301, 302, 307, 308].contains(&code.value) => code.value,
@@ -176,7 +198,7 @@ pub(super) fn route(
         paths,
         headers,
         snis,
-        strip_path: raw.strip_path.as_ref().is_none_or(|v| v.value),
+        strip_path,
         preserve_host: raw.preserve_host.as_ref().is_some_and(|v| v.value),
         regex_priority: raw.regex_priority.as_ref().map_or(0, |v| v.value),
         path_handling,

@@ -1,6 +1,6 @@
-//! Services: the `url` shorthand, protocol (Sluice runs http/https only), host, port,
-//! path, retries and timeouts with Kong's defaults, the link to an upstream when the
-//! host names one, and the TLS fields of https services.
+//! Services: the `url` shorthand, protocol (Sluice runs http, https, grpc and grpcs),
+//! host, port, path, retries and timeouts with Kong's defaults, the link to an upstream
+//! when the host names one, and the TLS fields of https and grpcs services.
 
 use super::*;
 
@@ -30,12 +30,15 @@ pub(super) fn protocol(
             return None;
         }
     };
-    if !matches!(protocol, Protocol::Http | Protocol::Https) {
+    if !matches!(
+        protocol,
+        Protocol::Http | Protocol::Https | Protocol::Grpc | Protocol::Grpcs
+    ) {
         sink.error_hint(
             &value.path,
             value.pos,
             format!("protocol '{}' is not supported by Sluice", value.value),
-            "Sluice proxies HTTP/1.1 and HTTP/2: use http or https",
+            "Sluice proxies HTTP/1.1 and HTTP/2: use http, https, grpc or grpcs",
         );
         return None;
     }
@@ -152,13 +155,30 @@ pub(super) fn service(
             String::new()
         }
     };
-    let default_port: u16 = if protocol == Protocol::Https { 443 } else { 80 };
+    // Kong's default is 80 for every protocol; the `url` shorthand is where a TLS
+    // scheme implies 443 (handled with the parsed port below).
+    let default_port: u16 = if matches!(protocol, Protocol::Https | Protocol::Grpcs) {
+        443
+    } else {
+        80
+    };
     let port = match parsed.as_ref().and_then(|p| p.port) {
         Some(port) => port,
         None => u16::try_from(int_in(sink, &raw.port, 0, 65_535, i64::from(default_port)))
             .unwrap_or(default_port),
     };
     let path = match parsed.as_ref().map(|p| p.path.clone()) {
+        Some(Some(_)) if matches!(protocol, Protocol::Grpc | Protocol::Grpcs) => {
+            if let Some(url) = &raw.url {
+                sink.error_hint(
+                    &url.path,
+                    url.pos,
+                    "a grpc or grpcs url has no path",
+                    "'path' cannot be set when 'protocol' is 'grpc' or 'grpcs'",
+                );
+            }
+            None
+        }
         Some(path) => path,
         None => raw.service_path.as_ref().and_then(|p| {
             if !p.value.starts_with('/') {
@@ -171,6 +191,16 @@ pub(super) fn service(
                 None
             } else if p.value.contains("//") {
                 sink.error(&p.path, p.pos, "must not have empty segments");
+                None
+            } else if matches!(protocol, Protocol::Grpc | Protocol::Grpcs) {
+                // Kong's entity check: a gRPC method is the whole path (`/pkg.Svc/Method`),
+                // so a service path would make every call name another method.
+                sink.error_hint(
+                    &p.path,
+                    p.pos,
+                    "value must be null",
+                    "'path' cannot be set when 'protocol' is 'grpc' or 'grpcs'",
+                );
                 None
             } else {
                 Some(p.value.clone())
@@ -214,15 +244,16 @@ pub(super) fn service(
     })
 }
 
-/// Kong's TLS fields of a service: only an `https` service may set them (Kong's
-/// conditional entity checks), references must resolve, the depth is 0..=64.
+/// Kong's TLS fields of a service: only an `https` (or `grpcs`, TLS to the upstream as
+/// well) service may set them (Kong's conditional entity checks), references must
+/// resolve, the depth is 0..=64.
 fn service_tls(
     sink: &mut Sink,
     raw: &RawService,
     protocol: Protocol,
     tls_refs: &mut TlsRefs,
 ) -> ServiceTls {
-    if protocol != Protocol::Https {
+    if !matches!(protocol, Protocol::Https | Protocol::Grpcs) {
         let written = [
             raw.client_certificate
                 .as_ref()
@@ -235,7 +266,7 @@ fn service_tls(
                 path,
                 pos,
                 "value must be null",
-                "TLS settings apply to https services only; set protocol: https or remove this",
+                "TLS settings apply to https and grpcs services only; set protocol: https or remove this",
             );
         }
         if let Some(depth) = &raw.tls_verify_depth {

@@ -10,6 +10,7 @@ mod support;
 
 mod dns;
 mod errors;
+mod grpc;
 mod health;
 mod keepalive;
 mod probes_keepalive;
