@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::Method;
-use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -74,6 +73,11 @@ const READ_CHUNK: usize = 8 * 1024;
 /// behind the client's head and written with it (one segment: the kernel's per-segment
 /// cost is more than the copy).
 const INLINE_RESPONSE_BODY: usize = 4 * 1024;
+
+/// A client connection the fast lane can serve: plain TCP, or TLS after the handshake
+/// (whose HTTP/1.1 is the same bytes once decrypted).
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream for S {}
 
 /// What the connection loop does after a request.
 enum After {
@@ -172,8 +176,8 @@ fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
 }
 
 /// Serve one client connection: fast lane while requests are simple, hyper after.
-pub async fn serve(
-    mut stream: TcpStream,
+pub async fn serve<S: ClientStream>(
+    mut stream: S,
     shared: Arc<Shared>,
     info: ConnInfo,
     drain: watch::Receiver<bool>,
@@ -316,13 +320,13 @@ fn drain_started(draining: &watch::Receiver<bool>) -> bool {
 
 /// Handle one fast-lane request and write its response.
 #[allow(clippy::too_many_arguments)]
-async fn handle(
+async fn handle<S: ClientStream>(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
     head: Head,
     request_headers: &RawHeaders,
     body: Bytes,
-    stream: &mut TcpStream,
+    stream: &mut S,
     out: &mut Vec<u8>,
     upstream_head: &mut Vec<u8>,
     closing: bool,
@@ -353,18 +357,25 @@ async fn handle(
         record,
         location: None,
     };
-    let Some(matched) = runtime.router.find(RequestFacts {
-        method: &head.method,
-        host: host_value,
-        path,
-        headers: view,
-    }) else {
+    let Some(matched) = runtime.router.find_on(
+        RequestFacts {
+            method: &head.method,
+            host: host_value,
+            path,
+            headers: view,
+        },
+        conn.listener(),
+    ) else {
         let answer = gateway(ErrorKind::NoRouteMatched, record);
         return write_gateway(shared, stream, out, answer, request_id, started, closing).await;
     };
     let info = matched.info.clone();
     proxy::record_route(&mut record, &info);
-    if let Some(code) = info.https_redirect {
+    // Only plain-HTTP requests are redirected: on the TLS listener the request already is
+    // what an https-only route asks for.
+    if conn.tls.is_none()
+        && let Some(code) = info.https_redirect
+    {
         let status = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::UPGRADE_REQUIRED);
         let answer = if status.is_redirection() {
             let host = headers::host_without_port(host_value);
@@ -654,8 +665,8 @@ struct BodyRelay {
 }
 
 /// Write the head and relay the body; finish the record however it ends.
-async fn relay(
-    stream: &mut TcpStream,
+async fn relay<S: ClientStream>(
+    stream: &mut S,
     head: &mut Vec<u8>,
     body: &mut ResponseBody,
     how: BodyRelay,
@@ -757,8 +768,8 @@ async fn relay(
 
 /// Write `prefix` (a head, or nothing) then `data`, chunk-framed when `chunked`, with
 /// the last chunk when `last`.
-async fn write_data(
-    stream: &mut TcpStream,
+async fn write_data<S: ClientStream>(
+    stream: &mut S,
     prefix: &[u8],
     data: &[u8],
     chunked: bool,
@@ -799,9 +810,9 @@ struct GatewayAnswer {
 
 /// [`answer_gateway`], boxed: a gateway answer is the uncommon end of a request, and its
 /// future's state inline would be carried (and copied) by every request's future.
-fn write_gateway<'a>(
+fn write_gateway<'a, S: ClientStream>(
     shared: &'a Arc<Shared>,
-    stream: &'a mut TcpStream,
+    stream: &'a mut S,
     out: &'a mut Vec<u8>,
     answer: GatewayAnswer,
     request_id: &'a [u8],
@@ -814,9 +825,9 @@ fn write_gateway<'a>(
 }
 
 /// Write a response the gateway makes itself (an error or a redirect) and record it.
-async fn answer_gateway(
+async fn answer_gateway<S: ClientStream>(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     out: &mut Vec<u8>,
     answer: GatewayAnswer,
     request_id: &[u8],

@@ -180,8 +180,8 @@ fn spawn_connection(
 /// One connection of the TLS listener: plain HTTP gets nginx's 400, anything else is a
 /// TLS handshake bounded by `handshake_timeout` (by default
 /// [`TLS_HANDSHAKE_TIMEOUT`](crate::tls_server::TLS_HANDSHAKE_TIMEOUT); abandoned at once
-/// when the gateway drains), then hyper serves the decrypted stream (h2 when ALPN chose
-/// it, HTTP/1.1 otherwise: hyper-util's `auto` server tells them apart by the preface).
+/// when the gateway drains), then the decrypted stream is served: HTTP/1.1 on the fast
+/// lane (as a plain connection is), h2 (when ALPN chose it) by hyper.
 async fn serve_tls_connection(
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
@@ -225,5 +225,12 @@ async fn serve_tls_connection(
         &shared.trusted_proxies,
         tls.get_ref().1.server_name(),
     );
-    proxy::serve_hyper(tls, Bytes::new(), shared, info, drain).await;
+    // HTTP/1.1 over TLS starts on the fast lane like a plain connection (the decrypted
+    // bytes are the same; it hands anything it does not take to hyper); h2 goes to hyper.
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    if shared.fast_lane && !h2 {
+        tokio::task::unconstrained(fastlane::serve(tls, shared, info, drain)).await;
+    } else {
+        proxy::serve_hyper(tls, Bytes::new(), shared, info, drain).await;
+    }
 }
