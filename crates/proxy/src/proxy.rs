@@ -370,7 +370,7 @@ pub(crate) fn new_sticky_cookie(
 
 /// Serve a client connection with hyper (HTTP/1.1 with upgrades, or HTTP/2: h2c on a
 /// plain stream, h2 over TLS), `already_read` replayed first: every connection when the
-/// fast lane is off, those the fast lane handed over, and every TLS connection. Ends
+/// fast lane is off, those the fast lane handed over, and h2 over TLS. Ends
 /// early, gracefully (HTTP/1.1: after the current response; h2: GOAWAY), when `drain`
 /// turns true.
 pub(crate) async fn serve_hyper<S>(
