@@ -17,6 +17,8 @@ mod errors;
 mod grpc;
 #[path = "it/health.rs"]
 mod health;
+#[path = "it/keepalive.rs"]
+mod keepalive;
 #[path = "it/probes_keepalive.rs"]
 mod probes_keepalive;
 #[path = "it/probes_tls.rs"]
@@ -31,6 +33,8 @@ mod robustness;
 mod routing;
 #[path = "it/shutdown.rs"]
 mod shutdown;
+#[path = "it/tls_listener.rs"]
+mod tls_listener;
 #[path = "it/upstream_tls.rs"]
 mod upstream_tls;
 #[path = "it/warm.rs"]

@@ -474,6 +474,54 @@ async fn h2_and_http1_over_tls_reach_the_backend_with_forwarded_proto_https_and_
     );
 }
 
+/// A WebSocket upgrade over TLS: the fast lane hands the TLS stream to hyper, the `101`
+/// comes back, and bytes flow both ways through the tunnel, encrypted on the client side.
+#[tokio::test]
+async fn a_websocket_upgrade_over_tls_is_tunnelled() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let upstream = crate::websocket::EchoUpgrade::start().await;
+    let sites = Sites::new();
+    let gw = tls_gateway(&sites.yaml(upstream.addr, true, CATCH_ALL)).await;
+    let client = sites.ca.verifying_client(&[b"http/1.1"]);
+    let mut tls = connect(tls_addr(&gw), Some("api.example.test"), client)
+        .await
+        .expect("handshake");
+    tls.write_all(crate::websocket::HANDSHAKE.as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(LIMIT, tls.read(&mut byte))
+            .await
+            .expect("a response head in time")
+            .unwrap();
+        assert!(n > 0 && head.len() < 16 * 1024, "head cut short: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls.write_all(b"hello over tls").await.unwrap();
+    let mut echoed = [0u8; 14];
+    tokio::time::timeout(LIMIT, tls.read_exact(&mut echoed))
+        .await
+        .expect("the echo in time")
+        .unwrap();
+    assert_eq!(&echoed, b"HELLO OVER TLS");
+    let seen = upstream.heads.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let upstream_head = seen[0].to_ascii_lowercase();
+    assert!(
+        upstream_head.contains("upgrade: websocket"),
+        "{upstream_head}"
+    );
+    assert!(
+        upstream_head.contains("x-forwarded-proto: https"),
+        "{upstream_head}"
+    );
+}
+
 #[tokio::test]
 async fn protocols_decide_which_listener_a_route_serves() {
     let backend = Backend::start("b", Behavior::Ok).await;

@@ -17,14 +17,14 @@ use crate::support::backend::{Backend, Behavior, closed_port};
 use crate::support::gateway;
 
 /// A loopback backend that accepts upgrades and echoes upper-cased bytes.
-struct EchoUpgrade {
-    addr: SocketAddr,
+pub(crate) struct EchoUpgrade {
+    pub(crate) addr: SocketAddr,
     /// The request heads it received, as text.
-    heads: Arc<Mutex<Vec<String>>>,
+    pub(crate) heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl EchoUpgrade {
-    async fn start() -> EchoUpgrade {
+    pub(crate) async fn start() -> EchoUpgrade {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -72,7 +72,7 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
     String::from_utf8(head).ok()
 }
 
-const HANDSHAKE: &str = "GET /ws/chat HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+pub(crate) const HANDSHAKE: &str = "GET /ws/chat HTTP/1.1\r\nHost: chat.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 /// Open a connection to the gateway and send the WebSocket handshake; returns the
 /// stream and the response head.
