@@ -667,29 +667,7 @@ pub async fn handle(
     let client_framed_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
         || parts.headers.contains_key(header::CONTENT_LENGTH);
     let mut headers = parts.headers;
-    // A clone of the `Host` value (a reference count, not a copy) so the forwarded host
-    // can borrow from it while the headers are rewritten.
-    let host_header = headers.get(header::HOST).cloned();
-    let forwarded_host = headers::host_without_port(
-        host_header
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| parts.uri.host())
-            .unwrap_or(""),
-    );
-    let real_client = (client_ip != conn.remote.ip()).then(|| headers::ip_header(client_ip));
-    headers::prepare_upstream_request(
-        &mut headers,
-        &ClientFacts {
-            connection: &conn.headers,
-            real_client: real_client.as_ref(),
-            host: forwarded_host,
-            host_header: host_header.as_ref(),
-            path: parts.uri.path(),
-            request_id: request_id.as_bytes(),
-        },
-    );
-    headers.remove(header::HOST);
+    rewrite_for_upstream(&mut headers, &parts.uri, &conn, client_ip, &request_id);
     if let Some((protocol, _)) = &upgrade {
         tunnel::restore_upgrade_headers(&mut headers, protocol);
     }
@@ -865,6 +843,41 @@ struct GrpcCall<'a> {
     grpc_request: bool,
 }
 
+/// The client's headers rewritten for the upstream on hyper's lane (both HTTP/1.1 and
+/// gRPC): Kong's `X-Forwarded-*` and `X-Real-IP`, `Via`, the request id, hop-by-hop
+/// headers dropped, and `Host` removed (each attempt writes its own).
+fn rewrite_for_upstream(
+    headers: &mut HeaderMap,
+    uri: &http::Uri,
+    conn: &ConnInfo,
+    client_ip: std::net::IpAddr,
+    request_id: &HeaderValue,
+) {
+    // A clone of the `Host` value (a reference count, not a copy) so the forwarded host
+    // can borrow from it while the headers are rewritten.
+    let host_header = headers.get(header::HOST).cloned();
+    let forwarded_host = headers::host_without_port(
+        host_header
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| uri.host())
+            .unwrap_or(""),
+    );
+    let real_client = (client_ip != conn.remote.ip()).then(|| headers::ip_header(client_ip));
+    headers::prepare_upstream_request(
+        headers,
+        &ClientFacts {
+            connection: &conn.headers,
+            real_client: real_client.as_ref(),
+            host: forwarded_host,
+            host_header: host_header.as_ref(),
+            path: uri.path(),
+            request_id: request_id.as_bytes(),
+        },
+    );
+    headers.remove(header::HOST);
+}
+
 /// Forward a request for a gRPC service over HTTP/2 and relay the answer, trailers
 /// included. Boxed by the caller: only gRPC requests carry its state.
 async fn forward_grpc(
@@ -934,27 +947,7 @@ async fn forward_grpc(
         .iter()
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     let mut headers = parts.headers;
-    let host_header = headers.get(header::HOST).cloned();
-    let forwarded_host = headers::host_without_port(
-        host_header
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| parts.uri.host())
-            .unwrap_or(""),
-    );
-    let real_client = (client_ip != conn.remote.ip()).then(|| headers::ip_header(client_ip));
-    headers::prepare_upstream_request(
-        &mut headers,
-        &ClientFacts {
-            connection: &conn.headers,
-            real_client: real_client.as_ref(),
-            host: forwarded_host,
-            host_header: host_header.as_ref(),
-            path: parts.uri.path(),
-            request_id: request_id.as_bytes(),
-        },
-    );
-    headers.remove(header::HOST);
+    rewrite_for_upstream(&mut headers, &parts.uri, conn, client_ip, &request_id);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
