@@ -3,7 +3,7 @@
 # optionally a perf profile or a syscall count: the tool behind the "where the rest is"
 # paragraphs of BENCHMARKS.md (throughput.sh is the benchmark; this is the microscope).
 #
-#   bench/profile.sh <peer> [perf|strace|callgrind]
+#   bench/profile.sh <peer> [perf|strace|syscalls|callgrind]
 #   peer: sluice | nginx | haproxy (the drill configuration from `drill config`)
 #   env:  SLUICE_BIN (default target/release/sluice; for `perf`, a build with
 #         RUSTFLAGS="-C force-frame-pointers=yes" gives call graphs), WORK (default
@@ -14,7 +14,8 @@
 # request as user + system from /proc/<pid>/stat (for NGINX, its worker). `perf` records
 # 5 s at 2 kHz with frame-pointer call graphs into $WORK/perf.data; `strace` counts
 # syscalls into $WORK/strace.txt (strace slows the proxy a lot: read the counts per
-# request, not the rate). Ports 18000-18002 and 18081-18085 on loopback. Stops only the
+# request, not the rate); `syscalls` counts them with kernel tracepoints (`perf stat`),
+# which leaves the rate almost untouched, and prints them per request. Ports 18000-18002 and 18081-18085 on loopback. Stops only the
 # processes it started, by PID.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -56,13 +57,16 @@ u0=$(stat_field 12); s0=$(stat_field 13)
 case "$MODE" in
   perf) perf record -F 2000 --call-graph fp -p "$WPID" -o "$W/perf.data" -- sleep 5 > /dev/null 2>&1 & TOOL=$! ;;
   strace) strace -c -f -p "$WPID" -o "$W/strace.txt" & TOOL=$!; sleep 0.5 ;;
+  # Syscalls counted by kernel tracepoints: unlike strace, this barely slows the proxy,
+  # so the counts per request are those of a full-speed run (epoll_wait batching included).
+  syscalls) perf stat -x, -o "$W/syscalls.txt" -e 'raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write' -p "$WPID" & TOOL=$!; sleep 0.2 ;;
   # Zeroed in the background: valgrind takes the request when the process next runs.
   callgrind) callgrind_control -z "$WPID" > /dev/null & TOOL=$!; sleep 0.2 ;;
   *) TOOL= ;;
 esac
 taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" --latency http://127.0.0.1:18000/ > "$W/wrk.txt"
 u1=$(stat_field 12); s1=$(stat_field 13)
-[ "$MODE" = strace ] && kill -INT "$TOOL"
+[ "$MODE" = strace ] || [ "$MODE" = syscalls ] && kill -INT "$TOOL"
 [ -n "$TOOL" ] && { wait "$TOOL" || true; }
 if [ "$MODE" = callgrind ]; then
     # The counts are written when the process exits.
@@ -75,6 +79,7 @@ fi
 n=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
 hz=$(getconf CLK_TCK)
 grep -E "Requests/sec|  99%" "$W/wrk.txt"
+[ "$MODE" = syscalls ] && awk -F, -v n="$n" '/^[0-9]/ {printf "%-36s %.3f per request\n", $3, $1 / n}' "$W/syscalls.txt"
 awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v n="$n" -v hz="$hz" 'BEGIN {
     printf "cpu us/request %.2f (user %.2f, system %.2f) over %d requests\n",
         (u + s) / hz * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n, n }'
