@@ -15,8 +15,8 @@
 # 5 s at 2 kHz with frame-pointer call graphs into $WORK/perf.data; `strace` counts
 # syscalls into $WORK/strace.txt (strace slows the proxy a lot: read the counts per
 # request, not the rate); `syscalls` counts them with kernel tracepoints (`perf stat`),
-# which leaves the rate almost untouched, and prints them per request. Ports 18000-18002 and 18081-18085 on loopback. Stops only the
-# processes it started, by PID.
+# which leaves the rate almost untouched, and prints them per request. Ports 18000-18002
+# and 18081-18085 on loopback. Stops only the processes it started, by PID.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PEER=${1:?peer: sluice, nginx or haproxy}
