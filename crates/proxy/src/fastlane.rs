@@ -96,6 +96,11 @@ struct Head {
     /// Where the request target (path and query) is in the head.
     target: std::ops::Range<usize>,
     content_length: u64,
+    /// The request carried a `Content-Length` header.
+    has_length: bool,
+    /// The first `Host` header's value, found while the head was parsed (not looked up
+    /// again by name: a scan of every header, twice per request).
+    host: Option<std::ops::Range<usize>>,
     close: bool,
 }
 
@@ -130,16 +135,19 @@ fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
     };
     let target = line.target;
     let mut content_length: Option<u64> = None;
+    let mut host = None;
     let mut close = false;
     let mut connection_plain = true;
     for header in &headers.positions {
         // By length first: most names are none of these.
         let name = match header.name.len() {
-            6 | 7 | 10 | 14 | 17 => buf.get(header.name.clone()).unwrap_or_default(),
+            4 | 6 | 7 | 10 | 14 | 17 => buf.get(header.name.clone()).unwrap_or_default(),
             _ => continue,
         };
         let value = buf.get(header.value.clone()).unwrap_or_default();
-        if wire::name_is(name, b"content-length") {
+        if wire::name_is(name, b"host") {
+            host.get_or_insert(header.value.clone());
+        } else if wire::name_is(name, b"content-length") {
             match wire::parse_content_length(value) {
                 Some(n) if content_length.is_none_or(|previous| previous == n) => {
                     content_length = Some(n);
@@ -160,6 +168,7 @@ fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
             connection_plain &= !tokens.names_other;
         }
     }
+    let has_length = content_length.is_some();
     let content_length = content_length.unwrap_or(0);
     if content_length > REPLAY_LIMIT as u64 || content_length > max_body {
         return Parse::HandOff;
@@ -171,6 +180,8 @@ fn parse(buf: &BytesMut, max_body: u64, headers: &mut RawHeaders) -> Parse {
         method,
         target,
         content_length,
+        has_length,
+        host,
         close,
     })
 }
@@ -344,7 +355,11 @@ async fn handle<S: ClientStream>(
     } else {
         conn.remote.ip()
     };
-    let host_value = view.get("host").and_then(wire::header_str).unwrap_or("");
+    let host_header = head
+        .host
+        .clone()
+        .and_then(|range| request_headers.raw.get(range));
+    let host_value = host_header.and_then(wire::header_str).unwrap_or("");
     // ASCII, checked by the parser.
     let target_text = request_headers
         .raw
@@ -472,7 +487,6 @@ async fn handle<S: ClientStream>(
     }
     wire_head.extend_from_slice(b" HTTP/1.1\r\n");
     let line_len = wire_head.len();
-    let host_header = view.get("host");
     let preserved_host = if preserve_host {
         host_header.and_then(|h| http::HeaderValue::from_bytes(h).ok())
     } else {
@@ -491,7 +505,7 @@ async fn handle<S: ClientStream>(
             request_id,
         },
     );
-    let has_length = view.get("content-length").is_some();
+    let has_length = head.has_length;
     if !has_length && matches!(head.method, Method::POST | Method::PUT | Method::PATCH) {
         wire_head.extend_from_slice(b"content-length: 0\r\n");
     }

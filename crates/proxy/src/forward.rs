@@ -741,7 +741,7 @@ impl Loop<'_, '_> {
         };
         self.report.tries.push(TryRecord {
             address: chosen.addr,
-            region: chosen.region.clone(),
+            region: chosen.region,
             tier: chosen.tier,
             outcome,
             latency,

@@ -9,6 +9,7 @@
 //! Downstream response: hop-by-hop headers removed and `Via` appended.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -218,6 +219,24 @@ pub struct ConnectionHeaders {
     pub trusted: bool,
     /// The connection arrived on the TLS listener (`X-Forwarded-Proto: https`).
     pub https: bool,
+    /// The upstream header lines above as wire bytes, rendered at the connection's first
+    /// fast-lane request (after `https` is settled) and copied whole by every request:
+    /// one copy instead of the six a line-by-line write makes for these three lines.
+    lines: OnceLock<ConnectionLines>,
+}
+
+/// `x-forwarded-for: IP\r\nx-real-ip: IP\r\nx-forwarded-proto: SCHEME\r\n` and
+/// `x-forwarded-port: PORT\r\n`, for a client no trusted proxy speaks for.
+#[derive(Debug, Clone)]
+struct ConnectionLines {
+    /// The three lines, in the order [`write_upstream_headers`] writes them.
+    forwarded: Box<[u8]>,
+    /// Where `x-real-ip` starts in `forwarded` (the client's own `X-Forwarded-For` list
+    /// replaces the first line).
+    real_ip_at: usize,
+    /// Where `x-forwarded-proto` starts in `forwarded`.
+    proto_at: usize,
+    port: Box<[u8]>,
 }
 
 impl ConnectionHeaders {
@@ -227,7 +246,36 @@ impl ConnectionHeaders {
             listener_port: HeaderValue::from(listener_port),
             trusted,
             https: false,
+            lines: OnceLock::new(),
         }
+    }
+
+    fn lines(&self) -> &ConnectionLines {
+        self.lines.get_or_init(|| {
+            let ip = self.client_ip.as_bytes();
+            let mut forwarded = Vec::with_capacity(64 + 2 * ip.len());
+            line(&mut forwarded, b"x-forwarded-for", ip);
+            let real_ip_at = forwarded.len();
+            line(&mut forwarded, b"x-real-ip", ip);
+            let proto_at = forwarded.len();
+            line(
+                &mut forwarded,
+                b"x-forwarded-proto",
+                self.scheme().as_bytes(),
+            );
+            let mut port = Vec::new();
+            line(
+                &mut port,
+                b"x-forwarded-port",
+                self.listener_port.as_bytes(),
+            );
+            ConnectionLines {
+                forwarded: forwarded.into(),
+                real_ip_at,
+                proto_at,
+                port: port.into(),
+            }
+        })
     }
 
     /// Kong's `$scheme`: what `X-Forwarded-Proto` says when the client's is not kept.
@@ -372,35 +420,52 @@ pub fn write_upstream_headers(out: &mut Vec<u8>, raw: &RawHeaders, facts: &Clien
             line(out, name, value);
         }
     }
-    let client_ip = facts.real_client.unwrap_or(&connection.client_ip);
-    // Kong: the client's list plus the peer; without a list, the client address.
-    match forwarded_for.and_then(wire::header_str) {
-        Some(existing) if !existing.is_empty() => {
-            out.extend_from_slice(b"x-forwarded-for: ");
-            out.extend_from_slice(existing.as_bytes());
-            out.extend_from_slice(b", ");
-            out.extend_from_slice(connection.client_ip.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        _ if forwarded_for_present => {
-            line(out, b"x-forwarded-for", connection.client_ip.as_bytes())
-        }
-        _ => line(out, b"x-forwarded-for", client_ip.as_bytes()),
-    }
-    line(out, b"x-real-ip", client_ip.as_bytes());
     let trusted = connection.trusted;
-    if !(trusted && has_proto) {
-        line(out, b"x-forwarded-proto", connection.scheme().as_bytes());
+    let proto_kept = trusted && has_proto;
+    let lines = connection.lines();
+    let forwarded = &lines.forwarded[..];
+    // Kong: the client's list plus the peer; without a list, the client address.
+    let own_list = forwarded_for
+        .and_then(wire::header_str)
+        .filter(|l| !l.is_empty());
+    match (facts.real_client, own_list) {
+        // The common case: the connection's rendered lines, whole or up to the proto.
+        (None, None) if !proto_kept => out.extend_from_slice(forwarded),
+        (None, None) => out.extend_from_slice(forwarded.get(..lines.proto_at).unwrap_or(b"")),
+        (real_client, own_list) => {
+            let client_ip = real_client.unwrap_or(&connection.client_ip);
+            match own_list {
+                Some(existing) => {
+                    out.extend_from_slice(b"x-forwarded-for: ");
+                    out.extend_from_slice(existing.as_bytes());
+                    out.extend_from_slice(b", ");
+                    out.extend_from_slice(connection.client_ip.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                None if forwarded_for_present => {
+                    line(out, b"x-forwarded-for", connection.client_ip.as_bytes())
+                }
+                None => line(out, b"x-forwarded-for", client_ip.as_bytes()),
+            }
+            if real_client.is_none() {
+                out.extend_from_slice(
+                    forwarded
+                        .get(lines.real_ip_at..lines.proto_at)
+                        .unwrap_or(b""),
+                );
+            } else {
+                line(out, b"x-real-ip", client_ip.as_bytes());
+            }
+            if !proto_kept {
+                out.extend_from_slice(forwarded.get(lines.proto_at..).unwrap_or(b""));
+            }
+        }
     }
     if !(trusted && has_host) && is_valid_value(facts.host.as_bytes()) {
         line(out, b"x-forwarded-host", facts.host.as_bytes());
     }
     if !(trusted && has_port) {
-        line(
-            out,
-            b"x-forwarded-port",
-            connection.listener_port.as_bytes(),
-        );
+        out.extend_from_slice(&lines.port);
     }
     if !(trusted && has_path) && is_valid_value(facts.path.as_bytes()) {
         line(out, b"x-forwarded-path", facts.path.as_bytes());

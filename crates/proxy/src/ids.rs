@@ -41,14 +41,27 @@ pub fn new_request_id() -> u128 {
 /// A request id as 32 lower-case hex digits (like Kong's `X-Kong-Request-Id`),
 /// formatted on the stack.
 pub fn request_id_bytes(id: u128) -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        let shift = (31 - i) * 4;
-        let nibble = ((id >> shift) & 0xF) as usize;
-        *byte = HEX.get(nibble).copied().unwrap_or(b'0');
+    for (chunk, quarter) in out.chunks_exact_mut(8).zip([96u32, 64, 32, 0]) {
+        chunk.copy_from_slice(&hex8((id >> quarter) as u32));
     }
     out
+}
+
+/// Eight lower-case hex digits for `v`, computed a word at a time (a table lookup per
+/// digit cost 150 instructions per request id).
+fn hex8(v: u32) -> [u8; 8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Spread the eight nibbles into the eight bytes, the lowest nibble in the lowest byte.
+    let mut x = u64::from(v);
+    x = ((x & 0xFFFF_0000) << 16) | (x & 0xFFFF);
+    x = ((x & 0x0000_FF00_0000_FF00) << 8) | (x & 0x0000_00FF_0000_00FF);
+    x = ((x & 0x00F0_00F0_00F0_00F0) << 4) | (x & 0x000F_000F_000F_000F);
+    // Nibbles 10-15 get a carry into bit 4 from `+ 6`: they become `a`-`f`, not `:`-`?`.
+    let letters = ((x + 6 * ONES) >> 4) & ONES;
+    let ascii = x + u64::from(b'0') * ONES + letters * u64::from(b'a' - b'0' - 10);
+    // The most significant digit first.
+    ascii.to_be_bytes()
 }
 
 /// The header form of a request id ([`request_id_bytes`]).
@@ -60,6 +73,17 @@ pub fn request_id_header(id: u128) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_print_as_lower_case_hex() {
+        for id in [0, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, 0xa] {
+            assert_eq!(request_id_bytes(id), format!("{id:032x}").as_bytes());
+        }
+        for _ in 0..1000 {
+            let id = new_request_id();
+            assert_eq!(request_id_bytes(id), format!("{id:032x}").as_bytes());
+        }
+    }
 
     #[test]
     fn request_ids_are_hex_and_distinct() {

@@ -465,6 +465,14 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 /// Parse a `Content-Length` value: ASCII digits only (RFC 9110 §8.6; a list of equal
 /// values is what some senders write, and is accepted as one value).
 pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    // The usual value: one number, digits only (no split, no UTF-8 check, no `parse`).
+    if !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit) {
+        return Some(
+            value
+                .iter()
+                .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0')),
+        );
+    }
     let mut result: Option<u64> = None;
     for item in value.split(|&b| b == b',') {
         let item = item.trim_ascii();
@@ -522,6 +530,11 @@ pub fn date_value(now: tokio::time::Instant) -> [u8; 29] {
 
 /// Append the decimal digits of `n` (no allocation).
 pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    // One digit: what most latency headers (whole milliseconds) print.
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -887,6 +900,15 @@ mod tests {
         assert_eq!(parse_content_length(b"-1"), None);
         assert_eq!(parse_content_length(b"+1"), None);
         assert_eq!(parse_content_length(b""), None);
+        // The digits-only fast path: leading zeros, the longest accepted value, and one
+        // digit more (which could overflow) refused.
+        assert_eq!(parse_content_length(b"007"), Some(7));
+        assert_eq!(
+            parse_content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(parse_content_length(b"18446744073709551615"), None);
+        assert_eq!(parse_content_length(b" 42 "), Some(42));
     }
 
     #[test]
