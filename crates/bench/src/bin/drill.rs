@@ -84,6 +84,10 @@ enum Command {
         dir: PathBuf,
         #[arg(long)]
         release: bool,
+        /// NGINX and HAProxy without the Kong headers Sluice sends (peers doing less;
+        /// see `Settings::kong_headers`).
+        #[arg(long)]
+        plain_peers: bool,
     },
 }
 
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
             gui,
             dir,
             release,
+            plain_peers,
         } => {
             let layout = Layout {
                 primaries: primary,
@@ -176,7 +181,11 @@ fn main() -> ExitCode {
                 }
             }
             let path = dir.join(peer.config_file());
-            let text = peers::config(peer, &layout, &Settings::default(), &dir);
+            let settings = Settings {
+                kong_headers: !plain_peers,
+                ..Settings::default()
+            };
+            let text = peers::config(peer, &layout, &settings, &dir);
             if let Err(e) = std::fs::write(&path, text) {
                 return fail(&e.into());
             }
