@@ -218,6 +218,8 @@ pub mod families {
     "Passive health events dropped because the driver's channel was full." }
     family! { SLUICE_PROBES_COALESCED, "sluice_probes_coalesced_total", Counter, [], Sluice, Always,
     "Active probes merged into one of the same address still waiting to start: probes fall due faster than `concurrency` lets them run." }
+    family! { SLUICE_TLS_HANDSHAKES, "sluice_tls_handshakes_total", Counter, ["result", "protocol"], Sluice, Always,
+    "Handshakes on the proxy's TLS listeners by result (ok, failed, timeout, plain_http = plain HTTP sent to the TLS port) and, when ok, the negotiated version (TLSv1.3, TLSv1.2)." }
     family! { SLUICE_UPSTREAM_MODE, "sluice_upstream_mode", Gauge, ["upstream", "mode"], Sluice, Always,
     "Traffic mode per upstream, one series per mode (normal, failed_over, failing_back, panic, unavailable); the current one is 1." }
     family! { SLUICE_UPSTREAM_ACTIVE_TIER, "sluice_upstream_active_tier", Gauge, ["upstream"], Sluice, Always,
@@ -272,6 +274,7 @@ pub const FAMILIES: &[&FamilySpec] = &[
     &SLUICE_EJECTIONS,
     &SLUICE_PASSIVE_EVENTS_DROPPED,
     &SLUICE_PROBES_COALESCED,
+    &SLUICE_TLS_HANDSHAKES,
     &SLUICE_UPSTREAM_MODE,
     &SLUICE_UPSTREAM_ACTIVE_TIER,
     &SLUICE_UPSTREAM_BALANCER_HEALTHY,
@@ -908,6 +911,46 @@ struct ProcessCells {
     last_reload_ok: AtomicBool,
     events_dropped: Counter,
     probes_coalesced: Counter,
+    /// Indexed like [`TlsHandshake::ALL`].
+    tls_handshakes: [Counter; TlsHandshake::ALL.len()],
+}
+
+/// How a handshake on a TLS listener ended (`sluice_tls_handshakes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsHandshake {
+    Tls13,
+    Tls12,
+    /// A bad ClientHello, an alert, a reset, a certificate the resolver could not give.
+    Failed,
+    /// Not finished within the listener's handshake timeout.
+    TimedOut,
+    /// Plain HTTP sent to the TLS port (answered with nginx's 400).
+    PlainHttp,
+}
+
+impl TlsHandshake {
+    pub const ALL: [TlsHandshake; 5] = [
+        TlsHandshake::Tls13,
+        TlsHandshake::Tls12,
+        TlsHandshake::Failed,
+        TlsHandshake::TimedOut,
+        TlsHandshake::PlainHttp,
+    ];
+
+    /// The `result` and `protocol` label values.
+    fn labels(self) -> [&'static str; 2] {
+        match self {
+            TlsHandshake::Tls13 => ["ok", "TLSv1.3"],
+            TlsHandshake::Tls12 => ["ok", "TLSv1.2"],
+            TlsHandshake::Failed => ["failed", ""],
+            TlsHandshake::TimedOut => ["timeout", ""],
+            TlsHandshake::PlainHttp => ["plain_http", ""],
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -961,6 +1004,7 @@ impl Metrics {
                 last_reload_ok: AtomicBool::new(true),
                 events_dropped: Counter::default(),
                 probes_coalesced: Counter::default(),
+                tls_handshakes: counters(),
             },
             config_hash: ArcSwap::from_pointee(String::new()),
             node_id: node_id.to_owned(),
@@ -1094,6 +1138,13 @@ impl Metrics {
     /// `merged` due probes were merged into waiting ones (the prober is behind).
     pub fn on_probes_coalesced(&self, merged: u64) {
         self.process.probes_coalesced.add(merged);
+    }
+
+    /// A handshake on a TLS listener ended.
+    pub fn on_tls_handshake(&self, outcome: TlsHandshake) {
+        if let Some(counter) = self.process.tls_handshakes.get(outcome.slot()) {
+            counter.inc();
+        }
     }
 
     /// A client connection was accepted.
@@ -1243,6 +1294,11 @@ impl Metrics {
         });
         out.family(&SLUICE_PROBES_COALESCED, |f| {
             f.sample(&[], self.process.probes_coalesced.get());
+        });
+        out.family(&SLUICE_TLS_HANDSHAKES, |f| {
+            for (outcome, counter) in TlsHandshake::ALL.iter().zip(&self.process.tls_handshakes) {
+                f.sample(&outcome.labels(), counter.get());
+            }
         });
     }
 }

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::fastlane;
+use crate::metrics::TlsHandshake;
 use crate::proxy::{self, ConnInfo, Shared};
 use crate::tls_server::{Opening, check_opening};
 
@@ -191,8 +192,10 @@ async fn serve_tls_connection(
     shared: Arc<Shared>,
     mut drain: watch::Receiver<bool>,
 ) {
+    let metrics = &shared.core.metrics;
     let handshake = async {
         if let Opening::PlainHttp = check_opening(&mut stream).await {
+            metrics.on_tls_handshake(TlsHandshake::PlainHttp);
             return None;
         }
         match acceptor.accept(stream).await {
@@ -200,6 +203,7 @@ async fn serve_tls_connection(
             Err(e) => {
                 // A bad ClientHello, an alert, a reset: nothing to answer.
                 tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                metrics.on_tls_handshake(TlsHandshake::Failed);
                 None
             }
         }
@@ -214,11 +218,19 @@ async fn serve_tls_connection(
             Ok(None) => return,
             Err(_) => {
                 tracing::debug!(%remote, "TLS handshake timed out");
+                metrics.on_tls_handshake(TlsHandshake::TimedOut);
                 return;
             }
         },
         () = draining => return,
     };
+    metrics.on_tls_handshake(
+        if tls.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2) {
+            TlsHandshake::Tls12
+        } else {
+            TlsHandshake::Tls13
+        },
+    );
     let info = ConnInfo::new_tls(
         remote,
         local,

@@ -801,6 +801,101 @@ async fn a_client_that_never_finishes_the_handshake_is_closed_at_the_timeout() {
     assert!(waited < Duration::from_secs(5), "{waited:?}");
 }
 
+/// The value of `sluice_tls_handshakes_total` for one label pair in the exposition.
+fn handshakes(text: &str, result: &str, protocol: &str) -> u64 {
+    let series =
+        format!("sluice_tls_handshakes_total{{result=\"{result}\",protocol=\"{protocol}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn every_handshake_outcome_is_counted_by_result_and_version() {
+    let backend = Backend::start("b", Behavior::Ok).await;
+    let sites = Sites::new();
+    let options = GatewayOptions {
+        tls_listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        tls_handshake_timeout: Duration::from_millis(200),
+        ..GatewayOptions::default()
+    };
+    let gw = gateway_with(&sites.yaml(backend.addr, true, CATCH_ALL), options).await;
+    let addr = tls_addr(&gw);
+    let before = gw.metrics_text();
+    for (result, protocol) in [
+        ("ok", "TLSv1.3"),
+        ("ok", "TLSv1.2"),
+        ("failed", ""),
+        ("timeout", ""),
+        ("plain_http", ""),
+    ] {
+        assert_eq!(
+            handshakes(&before, result, protocol),
+            0,
+            "{result} {protocol}"
+        );
+    }
+
+    // Two TLS 1.3 handshakes and one TLS 1.2 handshake.
+    for _ in 0..2 {
+        let tls = connect(addr, Some("api.example.test"), any_client(None))
+            .await
+            .expect("TLS 1.3 handshake");
+        assert_eq!(request(tls, "api.example.test", "/").await.0, 200);
+    }
+    let tls12 = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2 only")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate {
+            provider: provider(),
+            schemes: provider()
+                .signature_verification_algorithms
+                .supported_schemes(),
+        }))
+        .with_no_client_auth();
+    let tls = connect(addr, Some("api.example.test"), Arc::new(tls12))
+        .await
+        .expect("TLS 1.2 handshake");
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert_eq!(request(tls, "api.example.test", "/").await.0, 200);
+
+    // Plain HTTP to the TLS port, a broken ClientHello, and a silent client.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_to_close(&mut plain).await;
+    let mut junk = TcpStream::connect(addr).await.unwrap();
+    junk.write_all(&[0x16, 0x03, 0x01, 0x00, 0x20])
+        .await
+        .unwrap();
+    junk.write_all(&[0xAB; 32]).await.unwrap();
+    read_to_close(&mut junk).await;
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    read_to_close(&mut silent).await;
+
+    // The gateway counts after it closes; give the last one its turn to be counted.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let text = loop {
+        let text = gw.metrics_text();
+        if handshakes(&text, "timeout", "") == 1 || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(handshakes(&text, "ok", "TLSv1.3"), 2);
+    assert_eq!(handshakes(&text, "ok", "TLSv1.2"), 1);
+    assert_eq!(handshakes(&text, "plain_http", ""), 1);
+    assert_eq!(handshakes(&text, "failed", ""), 1);
+    assert_eq!(handshakes(&text, "timeout", ""), 1);
+}
+
 #[tokio::test]
 async fn shutdown_lets_a_tls_request_in_flight_finish_and_stops_accepting() {
     let backend = Backend::start("slow", Behavior::Delay(Duration::from_millis(300))).await;
