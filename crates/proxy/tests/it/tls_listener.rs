@@ -775,16 +775,22 @@ async fn curl_verifies_the_served_certificate_when_curl_is_installed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn a_client_that_never_finishes_the_handshake_is_closed_at_the_timeout() {
-    let backend = Backend::start("b", Behavior::Ok).await;
-    let sites = Sites::new();
+/// A gateway whose TLS listener gives a handshake 200 ms (not 10 s): the tests of
+/// clients that never finish wait that long.
+async fn impatient_tls_gateway(yaml: &str) -> Gateway {
     let options = GatewayOptions {
         tls_listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         tls_handshake_timeout: Duration::from_millis(200),
         ..GatewayOptions::default()
     };
-    let gw = gateway_with(&sites.yaml(backend.addr, true, CATCH_ALL), options).await;
+    gateway_with(yaml, options).await
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_the_handshake_is_closed_at_the_timeout() {
+    let backend = Backend::start("b", Behavior::Ok).await;
+    let sites = Sites::new();
+    let gw = impatient_tls_gateway(&sites.yaml(backend.addr, true, CATCH_ALL)).await;
     let addr = tls_addr(&gw);
 
     // Silent after connecting, and silent after half a ClientHello.
@@ -815,12 +821,7 @@ fn handshakes(text: &str, result: &str, protocol: &str) -> u64 {
 async fn every_handshake_outcome_is_counted_by_result_and_version() {
     let backend = Backend::start("b", Behavior::Ok).await;
     let sites = Sites::new();
-    let options = GatewayOptions {
-        tls_listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        tls_handshake_timeout: Duration::from_millis(200),
-        ..GatewayOptions::default()
-    };
-    let gw = gateway_with(&sites.yaml(backend.addr, true, CATCH_ALL), options).await;
+    let gw = impatient_tls_gateway(&sites.yaml(backend.addr, true, CATCH_ALL)).await;
     let addr = tls_addr(&gw);
     let before = gw.metrics_text();
     for (result, protocol) in [
