@@ -23,6 +23,15 @@
 //! progress; a rejected configuration never reaches the runtime, so the old
 //! certificates stay. A resumed session keeps the certificate of its first handshake.
 //!
+//! # Resumption
+//! Sessions resume with stateless tickets (nginx's `ssl_session_tickets on`, which Kong
+//! keeps): the session state travels encrypted in the ticket, under a key the gateway
+//! makes at start and rotates (rustls' ticketer: a new key every 6 hours, the previous
+//! one still accepted), so every client can resume, however many there are. A
+//! resumed handshake skips the certificate signature; a full one costs Sluice 1.4× what
+//! it costs NGINX (BENCHMARKS.md, "TLS handshakes"). TLS 1.2 clients without ticket
+//! support resume by session id from an in-memory cache of [`SESSION_CACHE`] entries.
+//!
 //! # Garbage
 //! Plain HTTP sent to this port gets nginx's answer (`400`, "The plain HTTP request was
 //! sent to HTTPS port") and the connection is closed; any other bytes that are not a TLS
@@ -239,6 +248,12 @@ pub fn self_signed_default() -> Result<Arc<CertifiedKey>, TlsServerError> {
     )?))
 }
 
+/// Sessions kept for resumption by session id (TLS 1.2 clients that do not take
+/// tickets). rustls' default is 256; nginx's `ssl_session_cache shared:SSL:10m`, Kong's
+/// setting, holds about 40,000. A few thousand covers the clients that reconnect within
+/// minutes at a few hundred bytes each, allocated only as sessions arrive.
+pub const SESSION_CACHE: usize = 4096;
+
 /// The acceptor of every TLS listener of a gateway.
 pub fn acceptor(shared: Arc<Shared>) -> Result<TlsAcceptor, TlsServerError> {
     let resolver = Resolver {
@@ -250,6 +265,8 @@ pub fn acceptor(shared: Arc<Shared>) -> Result<TlsAcceptor, TlsServerError> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

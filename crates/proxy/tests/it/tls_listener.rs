@@ -807,6 +807,44 @@ async fn a_client_that_never_finishes_the_handshake_is_closed_at_the_timeout() {
     assert!(waited < Duration::from_secs(5), "{waited:?}");
 }
 
+/// A client resumes its session from a ticket after the gateway has made more sessions
+/// since than its session cache holds (two per handshake: rustls sends two tickets): the
+/// session travels in the ticket, so no server-side cache can have evicted it.
+#[tokio::test]
+async fn a_session_resumes_from_its_ticket_after_more_sessions_than_the_cache_holds() {
+    let backend = Backend::start("b", Behavior::Ok).await;
+    let sites = Sites::new();
+    let gw = tls_gateway(&sites.yaml(backend.addr, true, CATCH_ALL)).await;
+    let addr = tls_addr(&gw);
+
+    let returning = any_client(None);
+    let tls = connect(addr, Some("api.example.test"), returning.clone())
+        .await
+        .expect("first handshake");
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    // Reading the response also reads the tickets sent after the handshake.
+    assert_eq!(request(tls, "api.example.test", "/").await.0, 200);
+
+    for _ in 0..sluice_proxy::tls_server::SESSION_CACHE / 2 + 10 {
+        let tls = connect(addr, Some("api.example.test"), any_client(None))
+            .await
+            .expect("another client's handshake");
+        assert_eq!(request(tls, "api.example.test", "/").await.0, 200);
+    }
+
+    let tls = connect(addr, Some("api.example.test"), returning)
+        .await
+        .expect("second handshake");
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(request(tls, "api.example.test", "/").await.0, 200);
+}
+
 /// The value of `sluice_tls_handshakes_total` for one label pair in the exposition.
 fn handshakes(text: &str, result: &str, protocol: &str) -> u64 {
     let series =
