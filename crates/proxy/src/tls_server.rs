@@ -28,7 +28,7 @@
 //! keeps): the session state travels encrypted in the ticket, under a key the gateway
 //! makes at start and rotates (rustls' ticketer: a new key every 6 hours, the previous
 //! one still accepted), so every client can resume, however many there are. A
-//! resumed handshake skips the certificate signature; a full one costs Sluice 1.4× what
+//! resumed handshake skips the certificate signature; a full one costs Sluice 1.45× what
 //! it costs NGINX (BENCHMARKS.md, "TLS handshakes"). TLS 1.2 clients without ticket
 //! support resume by session id from an in-memory cache of [`SESSION_CACHE`] entries.
 //!
